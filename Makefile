@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets itself up (idempotent: a
+# stamp file per dependency group, redone only when pyproject.toml changes) and then runs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q
+CORE   := $(VENV)/.zoo-core
+
+.PHONY: setup demo test test-slow clean
+
+setup: $(CORE)
+
+$(CORE): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[test]'
+	touch $@
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,3 @@
+"""Shared building blocks, one home for each."""
+from .attention import *  # noqa: F401,F403
+from .patch import PatchEmbed, PatchMerging

@@ -1,0 +1,62 @@
+"""Dense (full) multi-head scaled dot-product attention: the op every other mixer reduces to."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .dispatch import AttentionOp
+
+__all__ = ['dense_attention', 'Attention']
+
+dense_attention = AttentionOp(
+    'dense',
+    """softmax(q @ k^T * scale + bias) @ v.
+
+    q: (..., heads, Lq, d), k/v: (..., heads, Lk, d); bias: additive float tensor broadcastable to
+    (..., heads, Lq, Lk) (relative position bias, -100/-inf masks). Returns (..., heads, Lq, d).""",
+)
+
+
+@dense_attention.register('reference', priority=0)
+def _dense_reference(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                     dropout_p: float = 0.):
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    attn = (q * scale) @ k.transpose(-2, -1)
+    if bias is not None:
+        attn = attn + bias
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0.:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn @ v
+
+
+@dense_attention.register('sdpa', priority=10)
+def _dense_sdpa(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                dropout_p: float = 0.):
+    if bias is not None and bias.dtype != q.dtype:
+        bias = bias.to(q.dtype)  # under autocast q is low precision, a float32 bias table is not
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over tokens (B, N, C) with a fused qkv projection."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, head_dim: Optional[int] = None,
+                 attn_drop: float = 0., proj_drop: float = 0.):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        attn_dim = self.head_dim * num_heads
+        self.qkv = nn.Linear(dim, attn_dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(attn_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+        B, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))

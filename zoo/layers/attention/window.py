@@ -1,0 +1,189 @@
+"""(Shifted) window attention with a relative position bias, and the windowing every windowed mixer shares.
+
+Maps are channels-last (B, H, W, C). Any H, W works: the map is padded to a window multiple inside the
+mixer, padded tokens are masked out as keys, and the output is cropped back, so results do not depend
+on how much padding a size needs.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+
+from .dense import dense_attention
+
+__all__ = [
+    'window_partition', 'window_reverse', 'relative_position_index', 'RelativePositionBias',
+    'window_mask', 'clamp_window', 'WindowMixer', 'WindowAttention',
+]
+
+Size2 = Tuple[int, int]
+
+
+def window_partition(x: torch.Tensor, window_size: Size2) -> torch.Tensor:
+    """(B, H, W, C) -> (B, num_windows, wh * ww, C); H and W must be window multiples."""
+    B, H, W, C = x.shape
+    wh, ww = window_size
+    x = x.view(B, H // wh, wh, W // ww, ww, C).transpose(2, 3)
+    return x.reshape(B, (H // wh) * (W // ww), wh * ww, C)
+
+
+def window_reverse(windows: torch.Tensor, window_size: Size2, H: int, W: int) -> torch.Tensor:
+    """(B, num_windows, wh * ww, C) -> (B, H, W, C), the inverse of window_partition."""
+    B, _, _, C = windows.shape
+    wh, ww = window_size
+    x = windows.view(B, H // wh, W // ww, wh, ww, C).transpose(2, 3)
+    return x.reshape(B, H, W, C)
+
+
+def relative_position_index(wh: int, ww: int) -> torch.Tensor:
+    """(N, N) index into a ((2wh-1) * (2ww-1))-row bias table for the token pairs of a wh x ww window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing='ij')).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+    return (rel[0] + wh - 1) * (2 * ww - 1) + (rel[1] + ww - 1)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned bias per head for each relative offset inside a window (Swin style).
+
+    The index is a non-persistent buffer (never in a checkpoint); the table is resampled bicubically
+    when the window size changes, by `set_window_size` or by a checkpoint filter.
+    """
+
+    def __init__(self, window_size: Size2, num_heads: int):
+        super().__init__()
+        self.window_size = to_2tuple(window_size)
+        self.num_heads = num_heads
+        wh, ww = self.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=.02)
+        self.register_buffer('index', relative_position_index(wh, ww), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        """(heads, N, N) bias for the current window."""
+        n = self.index.shape[0]
+        return self.relative_position_bias_table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def set_window_size(self, window_size: Size2) -> None:
+        window_size = to_2tuple(window_size)
+        if window_size == self.window_size:
+            return
+        wh, ww = window_size
+        with torch.no_grad():
+            table = resize_rel_pos_bias_table(
+                self.relative_position_bias_table, new_window_size=window_size,
+                new_bias_shape=((2 * wh - 1) * (2 * ww - 1), self.num_heads), old_window_size=self.window_size)
+        self.relative_position_bias_table = nn.Parameter(table, requires_grad=self.relative_position_bias_table.requires_grad)
+        self.register_buffer('index', relative_position_index(wh, ww).to(table.device), persistent=False)
+        self.window_size = window_size
+
+
+def clamp_window(feat_size: Size2, window_size: Size2, shift_size: Size2) -> Tuple[Size2, Size2]:
+    """Window and shift for a map of `feat_size`: a side no larger than its window is one window, unshifted.
+
+    This is how Swin sets windows for the resolution a model is built for (and matches timm)."""
+    window = tuple(min(f, w) for f, w in zip(feat_size, window_size))
+    shift = tuple(0 if f <= w else s for f, w, s in zip(feat_size, window, shift_size))
+    return window, shift
+
+
+@functools.lru_cache(maxsize=64)
+def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2) -> Optional[torch.Tensor]:
+    wh, ww = window_size
+    sh, sw = shift_size
+    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
+    if not (sh or sw) and (Hp, Wp) == (H, W):
+        return None
+    # region label of every token in the rolled frame: Swin's 3x3 shift regions ...
+    label = torch.zeros(Hp, Wp)
+    for i, hs in enumerate((slice(0, Hp - wh), slice(Hp - wh, Hp - sh), slice(Hp - sh, Hp))):
+        for j, ws in enumerate((slice(0, Wp - ww), slice(Wp - ww, Wp - sw), slice(Wp - sw, Wp))):
+            label[hs, ws] = 3 * i + j
+    # ... and padding (at the bottom/right before the roll) as a region of its own
+    pad = torch.zeros(Hp, Wp)
+    pad[H:, :] = 1
+    pad[:, W:] = 1
+    label = label + 9 * torch.roll(pad, shifts=(-sh, -sw), dims=(0, 1))
+    windows = window_partition(label.view(1, Hp, Wp, 1), window_size)[0, :, :, 0]  # nW, N
+    mask = windows[:, None, :] != windows[:, :, None]
+    return torch.zeros(mask.shape).masked_fill_(mask, -100.)  # -100, not -inf: as the released models
+
+
+def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=None, dtype=None):
+    """(num_windows, N, N) additive mask for a shifted and/or padded H x W map, or None when not needed."""
+    mask = _window_mask(H, W, tuple(window_size), tuple(shift_size))
+    return None if mask is None else mask.to(device=device, dtype=dtype)
+
+
+class WindowMixer(nn.Module):
+    """Base for mixers applied inside (shifted) windows: pads, rolls, partitions, and undoes it all.
+
+    Subclasses implement `mix(windows, mask)` on (B, num_windows, N, C) with an optional
+    (num_windows, N, N) additive mask and return the same shape.
+    """
+
+    def __init__(self, window_size: Size2, shift_size: Size2 = (0, 0)):
+        super().__init__()
+        self.window_size = to_2tuple(window_size)
+        self.shift_size = to_2tuple(shift_size)
+
+    def set_window_size(self, window_size: Size2, shift_size: Size2) -> None:
+        self.window_size = to_2tuple(window_size)
+        self.shift_size = to_2tuple(shift_size)
+
+    def mix(self, windows: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        (wh, ww), (sh, sw) = self.window_size, self.shift_size
+        pad_h, pad_w = (-H) % wh, (-W) % ww
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        Hp, Wp = H + pad_h, W + pad_w
+        mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype)
+        x = window_reverse(self.mix(window_partition(x, self.window_size), mask), self.window_size, Hp, Wp)
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        if pad_h or pad_w:
+            x = x[:, :H, :W].contiguous()
+        return x
+
+    def extra_repr(self) -> str:
+        return f'window_size={self.window_size}, shift_size={self.shift_size}'
+
+
+class WindowAttention(WindowMixer):
+    """W-MSA / SW-MSA: multi-head self-attention inside windows with a relative position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: Size2 = (7, 7), shift_size: Size2 = (0, 0),
+                 qkv_bias: bool = True, head_dim: Optional[int] = None, attn_drop: float = 0.,
+                 proj_drop: float = 0.):
+        super().__init__(window_size, shift_size)
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        attn_dim = self.head_dim * num_heads
+        self.qkv = nn.Linear(dim, attn_dim * 3, bias=qkv_bias)
+        self.rel_pos = RelativePositionBias(self.window_size, num_heads)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(attn_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def set_window_size(self, window_size: Size2, shift_size: Size2) -> None:
+        super().set_window_size(window_size, shift_size)
+        self.rel_pos.set_window_size(self.window_size)
+
+    def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        B, nW, N, _ = x.shape
+        q, k, v = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        bias = self.rel_pos()  # heads, N, N
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
+        x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
+        return self.proj_drop(self.proj(x.transpose(2, 3).reshape(B, nW, N, -1)))

@@ -1,0 +1,2 @@
+"""One module per family; importing it registers the family's variants in timm's registry."""
+from . import swin

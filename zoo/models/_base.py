@@ -1,0 +1,167 @@
+"""The timm backbone contract, written once for every hierarchical family.
+
+A family builds `stem`, `stages` (an nn.Sequential of `Stage`s or modules with the same attributes),
+`norm` and `head`, fills `feature_info`, and gets from `Backbone`: forward/forward_features/forward_head,
+forward_intermediates and prune_intermediate_layers (so `features_only=True` works through timm's
+FeatureGetterNet), input checks with clear errors, grad checkpointing, no_weight_decay, group_matcher and
+reset_classifier.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.models import checkpoint_seq
+
+__all__ = ['Backbone', 'Stage', 'take_indices']
+
+# parameters that are positions/tokens rather than weights: the papers train them without weight decay
+NO_WEIGHT_DECAY = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token')
+
+
+def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> Tuple[List[int], int]:
+    """Absolute stage indices to take and the largest one. None: all; n: the last n; a list: those (negatives
+    count from the end). Out-of-range indices are an error that says what the valid range is."""
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f'asked for the last {indices} stages, the model has {num_stages}')
+        taken = list(range(num_stages - indices, num_stages))
+    else:
+        taken = []
+        for i in indices:
+            if not -num_stages <= i < num_stages:
+                raise ValueError(f'feature index {i} is out of range: the model has {num_stages} stages, '
+                                 f'valid indices are 0..{num_stages - 1} or -{num_stages}..-1')
+            taken.append(i % num_stages)
+    return taken, max(taken)
+
+
+class Stage(nn.Module):
+    """An optional downsample followed by a sequence of blocks."""
+
+    def __init__(self, blocks: Sequence[nn.Module], downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.downsample = downsample if downsample is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class Backbone(nn.Module):
+    """Base of every hierarchical zoo model. Subclasses set, in __init__:
+
+    stem, stages, norm, head (a timm ClassifierHead-like module with `reset`), feature_info,
+    num_classes, num_features, in_chans, output_fmt (layout of stage outputs: 'NHWC' or 'NCHW'),
+    min_input_size (smallest (H, W) the network accepts).
+    """
+    output_fmt: str = 'NCHW'
+    no_weight_decay_names: Tuple[str, ...] = NO_WEIGHT_DECAY
+
+    # -- input -----------------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return
+        if x.ndim != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'{type(self).__name__} expects (B, {self.in_chans}, H, W) images, '
+                             f'got shape {tuple(x.shape)}')
+        min_h, min_w = self.min_input_size
+        if x.shape[2] < min_h or x.shape[3] < min_w:
+            raise ValueError(f'{type(self).__name__} needs images of at least {min_h}x{min_w}, '
+                             f'got {x.shape[2]}x{x.shape[3]}')
+
+    def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None, **kwargs: Any) -> None:
+        """Rebuild position-dependent state for a new input size (and window size, where the family has one)."""
+        raise NotImplementedError(f'{type(self).__name__} has no size-dependent state to change')
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.norm(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def _format(self, x: torch.Tensor, output_fmt: str) -> torch.Tensor:
+        if output_fmt == self.output_fmt:
+            return x.contiguous()
+        return x.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x.permute(0, 2, 3, 1).contiguous()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs at `indices` (timm semantics); `norm` applies the final norm to the last stage's."""
+        if output_fmt not in ('NCHW', 'NHWC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        self.check_input(x)
+        taken, max_index = take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in taken:
+                intermediates.append(self._format(self.norm(x) if norm and i == last else x, output_fmt))
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages after the last of `indices` (and the final norm / head) for feature extraction."""
+        taken, max_index = take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return taken
+
+    # -- classifier ------------------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+
+    # -- training helpers ------------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return {n for n, _ in self.named_parameters() if n.rsplit('.', 1)[-1] in self.no_weight_decay_names}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise lr decay: the stem, then each block (or stage when coarse)."""
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ],
+        )
