@@ -80,6 +80,5 @@ def check_fit(state_dict: StateDict, model: nn.Module, ignore: Tuple[str, ...] =
     if shapes:
         lines.append(f'  {len(shapes)} with other shapes: ' + listing(
             shapes, lambda k: f'{k} checkpoint {list(theirs[k].shape)} vs model {list(own[k].shape)}'))
-    if shapes or (missing and unexpected):
-        lines.append('  is it a checkpoint of another variant or family?')
+    lines.append('  is it a checkpoint of another variant, family or layout?')
     raise CheckpointMismatchError('\n'.join(lines))

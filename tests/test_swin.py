@@ -1,0 +1,167 @@
+"""Swin: exact against timm for every variant, both checkpoint layouts load strictly, clear errors otherwise."""
+import pytest
+import timm
+import torch
+
+import zoo  # noqa: F401
+from zoo.layers.attention import WindowAttention, force_backend, window_mask
+from zoo.models._convert import CheckpointMismatchError
+
+# zoo name -> timm model of the same config, and the native resolution
+TIMM_TWINS = {
+    'zoo_swin_tiny': ('swin_tiny_patch4_window7_224', 224),
+    'zoo_swin_small': ('swin_small_patch4_window7_224', 224),
+    'zoo_swin_base': ('swin_base_patch4_window7_224', 224),
+    'zoo_swin_large': ('swin_large_patch4_window7_224', 224),
+    'zoo_swin_base_384': ('swin_base_patch4_window12_384', 384),
+    'zoo_swin_large_384': ('swin_large_patch4_window12_384', 384),
+}
+
+
+def official_layout(timm_state_dict, window_size, img_size, depths):
+    """timm's swin_* state dict rewritten as the official release stores it ({'model': ...}):
+    downsample at the end of a stage, a plain `head`, and the persistent index/mask buffers."""
+    n = window_size * window_size
+    out = {}
+    for k, v in timm_state_dict.items():
+        if k.startswith('layers.') and '.downsample.' in k:
+            i = int(k.split('.')[1])
+            k = k.replace(f'layers.{i}.', f'layers.{i - 1}.', 1)
+        out[k.replace('head.fc.', 'head.')] = v
+    for i, depth in enumerate(depths):
+        res = img_size // 4 // 2 ** i
+        for j in range(depth):
+            out[f'layers.{i}.blocks.{j}.attn.relative_position_index'] = torch.zeros(n, n, dtype=torch.long)
+            if j % 2 and res > window_size:
+                nw = (res // window_size) ** 2
+                out[f'layers.{i}.blocks.{j}.attn_mask'] = torch.zeros(nw, n, n)
+    return {'model': out}
+
+
+def twins(name, tmp_path, layout='timm'):
+    """A timm Swin with random weights, and the zoo model loaded from its checkpoint file in `layout`."""
+    timm_name, size = TIMM_TWINS[name]
+    torch.manual_seed(0)
+    ref = timm.create_model(timm_name).eval()
+    sd = ref.state_dict()
+    if layout == 'official':
+        sd = official_layout(sd, ref.layers[0].blocks[0].attn.window_size[0], size, [len(s.blocks) for s in ref.layers])
+    path = tmp_path / f'{name}_{layout}.pth'
+    torch.save(sd, path)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    return ref, model, size, path
+
+
+@pytest.mark.parametrize('name', list(TIMM_TWINS))
+@torch.no_grad()
+def test_matches_timm(name, tmp_path):
+    ref, model, size, _ = twins(name, tmp_path)
+    x = torch.randn(1, 3, size, size)
+    diff = (model(x) - ref(x)).abs().max().item()
+    assert diff <= 1e-4, diff
+
+
+@pytest.mark.parametrize('name', ['zoo_swin_tiny', 'zoo_swin_base_384'])
+@torch.no_grad()
+def test_official_release_layout_loads_strict(name, tmp_path):
+    ref, model, size, _ = twins(name, tmp_path, layout='official')
+    x = torch.randn(1, 3, size, size)
+    assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+    with force_backend('reference'):
+        assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+
+
+def test_checkpoint_of_another_variant_names_keys(tmp_path):
+    _, _, _, path = twins('zoo_swin_tiny', tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r'missing: stages\.2\.blocks\.6\..*\[') as err:
+        timm.create_model('zoo_swin_small', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert 'another variant' in str(err.value)
+    with pytest.raises(CheckpointMismatchError, match=r'checkpoint \[96\] vs model \[128\]'):
+        timm.create_model('zoo_swin_base', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path):
+    sd = timm.create_model('zoo_swin_tiny').state_dict()
+    del sd['stages.1.blocks.0.mlp.fc1.weight']
+    sd['stages.1.blocks.0.extra.weight'] = torch.zeros(3)
+    path = tmp_path / 'broken.pth'
+    torch.save(sd, path)
+    with pytest.raises(CheckpointMismatchError) as err:
+        timm.create_model('zoo_swin_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    assert 'stages.1.blocks.0.mlp.fc1.weight [768, 192]' in str(err.value)
+    assert 'stages.1.blocks.0.extra.weight [3]' in str(err.value)
+
+
+@torch.no_grad()
+def test_new_window_size_resamples_tables_on_load_and_set_input_size(tmp_path):
+    _, _, _, path = twins('zoo_swin_tiny', tmp_path)
+    built = timm.create_model('zoo_swin_tiny', pretrained=True, img_size=384, window_size=12,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    table = built.stages[0].blocks[0].attn.rel_pos.relative_position_bias_table
+    assert table.shape == (23 * 23, 3)
+    resized = timm.create_model('zoo_swin_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    resized.set_input_size(img_size=384, window_size=12)
+    assert resized.stages[3].blocks[1].attn.window_size == (12, 12)
+    assert resized.stages[3].blocks[1].attn.shift_size == (0, 0)  # 12x12 map: one window, no shift
+    assert resized.stages[0].blocks[1].attn.shift_size == (6, 6)
+    x = torch.randn(1, 3, 384, 384)
+    torch.testing.assert_close(resized(x), built(x))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4,
+                              img_size=32, num_classes=5)
+    x = torch.randn(2, 3, 40, 36)
+    grads = []
+    for enable in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(1)  # same drop-path draws in both runs
+        model(x).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_out_indices_are_validated():
+    with pytest.raises(ValueError, match='out of range'):
+        timm.create_model('zoo_swin_tiny', features_only=True, out_indices=(4,))
+    m = timm.create_model('zoo_swin_tiny', features_only=True, out_indices=(-2, -1))
+    assert m.feature_info.reduction() == [16, 32] and m.feature_info.channels() == [384, 768]
+
+
+@pytest.mark.parametrize('shift', [(0, 0), (3, 2)])
+@pytest.mark.parametrize('size', [(14, 14), (11, 17)])
+def test_window_attention_backends_match_reference(shift, size):
+    torch.manual_seed(0)
+    attn = WindowAttention(32, num_heads=4, window_size=(7, 7), shift_size=shift)
+    x = torch.randn(2, *size, 32, requires_grad=True)
+    outs, grads = [], []
+    for backend in ('reference', 'sdpa'):
+        with force_backend(backend, op='dense'):
+            y = attn(x)
+        g, = torch.autograd.grad(y.square().sum(), x)
+        outs.append(y)
+        grads.append(g)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+
+
+def test_window_mask_hides_padding_and_shift_regions():
+    assert window_mask(14, 14, (7, 7), (0, 0)) is None
+    mask = window_mask(10, 7, (7, 7), (0, 0))  # padded to 14 x 7: the second window has 3 real rows
+    assert mask.shape == (2, 49, 49)
+    assert (mask[0] == 0).all()
+    real = torch.arange(49) < 21
+    assert (mask[1][real][:, real] == 0).all() and (mask[1][real][:, ~real] == -100).all()
+    shifted = window_mask(14, 14, (7, 7), (3, 3))
+    assert (shifted[0] == 0).all() and (shifted[-1] != 0).any()
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_detection_size_input():
+    model = timm.create_model('zoo_swin_tiny', features_only=True).eval()
+    feats = model(torch.randn(1, 3, 800, 1216))
+    assert [f.shape[-2:] for f in feats] == [(200, 304), (100, 152), (50, 76), (25, 38)]
