@@ -165,3 +165,19 @@ def test_detection_size_input():
     model = timm.create_model('zoo_swin_tiny', features_only=True).eval()
     feats = model(torch.randn(1, 3, 800, 1216))
     assert [f.shape[-2:] for f in feats] == [(200, 304), (100, 152), (50, 76), (25, 38)]
+
+
+@torch.no_grad()
+def test_official_layout_round_trip(tmp_path):
+    from zoo.models.swin import to_official_layout
+    torch.manual_seed(0)
+    source = timm.create_model('zoo_swin_tiny', img_size=(64, 96), window_size=4).eval()
+    checkpoint = to_official_layout(source)
+    assert 'layers.0.downsample.reduction.weight' in checkpoint['model']
+    assert 'layers.0.blocks.1.attn_mask' in checkpoint['model'] and 'head.weight' in checkpoint['model']
+    path = tmp_path / 'official.pth'
+    torch.save(checkpoint, path)
+    loaded = timm.create_model('zoo_swin_tiny', img_size=(64, 96), window_size=4, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, 64, 96)
+    torch.testing.assert_close(loaded(x), source(x))

@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.layers import ClassifierHead, DropPath, Mlp, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
-from ..layers import PatchEmbed, PatchMerging, WindowAttention, clamp_window
+from ..layers import PatchEmbed, PatchMerging, WindowAttention, clamp_window, window_mask
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import drop, rename, resize_rel_pos_tables
@@ -85,7 +85,9 @@ class Swin(Backbone):
             window_size: one window size for all stages, or one per stage.
             mixer_layer: token mixer class, called as mixer_layer(dim=, num_heads=, window_size=, shift_size=,
                 qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]).
-            mixer_args: extra mixer keyword arguments, one dict per stage.
+            mixer_args: extra mixer keyword arguments, one dict per stage, or a list of one dict per block of
+                that stage. A dict may also name its own `mixer_layer` and `window_size`, so hybrids (global
+                agent / InLine attention in some blocks, window attention in others) stay this host.
         """
         super().__init__()
         num_stages = len(depths)
@@ -104,13 +106,14 @@ class Swin(Backbone):
         self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=norm_layer)
         stages, self.feature_info = [], []
         for i, feat_size in enumerate(self._feat_sizes(self.img_size, num_stages)):
-            blocks = [
-                SwinBlock(dims[i], num_heads[i], windows[i], shifted=j % 2 == 1, feat_size=feat_size,
-                          mixer_layer=mixer_layer, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
-                          attn_drop=attn_drop_rate, drop_path=dpr[i][j].item(), norm_layer=norm_layer,
-                          **mixer_args[i])
-                for j in range(depths[i])
-            ]
+            blocks = []
+            for j in range(depths[i]):
+                args = dict(mixer_args[i][j] if isinstance(mixer_args[i], (list, tuple)) else mixer_args[i])
+                blocks.append(SwinBlock(
+                    dims[i], num_heads[i], to_2tuple(args.pop('window_size', windows[i])), shifted=j % 2 == 1,
+                    feat_size=feat_size, mixer_layer=args.pop('mixer_layer', mixer_layer), mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
             downsample = PatchMerging(dims[i - 1], dims[i], norm_layer=norm_layer) if i > 0 else None
             stages.append(Stage(blocks, downsample))
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
@@ -166,6 +169,27 @@ def checkpoint_filter_fn(state_dict, model):
             ])
         state_dict = rename(state_dict, _ZOO_FROM_TIMM)
     return resize_rel_pos_tables(state_dict, model)
+
+
+def to_official_layout(model: Swin) -> Dict[str, Dict[str, torch.Tensor]]:
+    """The zoo model's weights in the official release's layout ({'model': ...}, buffers included):
+    the inverse of checkpoint_filter_fn, for sharing weights with the authors' code."""
+    state_dict = rename(model.state_dict(), [
+        (r'^stem\.', 'patch_embed.'),
+        (r'^stages\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) - 1}.downsample'),
+        (r'^stages\.', 'layers.'),
+        (r'attn\.rel_pos\.', 'attn.'),
+        (r'^head\.fc\.', 'head.'),
+    ])
+    feat_sizes = model._feat_sizes(model.img_size, len(model.stages))
+    for i, stage in enumerate(model.stages):
+        for j, block in enumerate(stage.blocks):
+            prefix = f'layers.{i}.blocks.{j}.'
+            state_dict[prefix + 'attn.relative_position_index'] = block.attn.rel_pos.index.clone()
+            if any(block.attn.shift_size):
+                state_dict[prefix + 'attn_mask'] = window_mask(*feat_sizes[i], block.attn.window_size,
+                                                               block.attn.shift_size)
+    return {'model': state_dict}
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs):
