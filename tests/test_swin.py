@@ -181,3 +181,13 @@ def test_official_layout_round_trip(tmp_path):
                                pretrained_cfg_overlay=dict(file=str(path))).eval()
     x = torch.randn(1, 3, 64, 96)
     torch.testing.assert_close(loaded(x), source(x))
+
+
+def test_window_mask_with_one_side_unshifted_matches_timm():
+    """A map one window tall is shifted along its width only: rows must not be split into regions."""
+    from timm.models.swin_transformer import SwinTransformerBlock
+    ref = SwinTransformerBlock(8, input_resolution=(7, 21), num_heads=1, window_size=7, shift_size=3)
+    assert ref.shift_size == (0, 3)
+    torch.testing.assert_close(window_mask(7, 21, (7, 7), (0, 3)), ref.attn_mask)
+    torch.testing.assert_close(window_mask(14, 21, (7, 7), (3, 3)),
+                               SwinTransformerBlock(8, (14, 21), 1, window_size=7, shift_size=3).attn_mask)

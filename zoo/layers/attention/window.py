@@ -1,5 +1,9 @@
 """(Shifted) window attention with a relative position bias, and the windowing every windowed mixer shares.
 
+Two partitions of a map into groups of wh x ww tokens: `window` (contiguous blocks, Swin / MaxViT block
+attention) and `grid` (a wh x ww grid of tokens spread evenly over the map with stride H/wh, MaxViT grid
+attention). Both pad, mask and crop the same way.
+
 Maps are channels-last (B, H, W, C). Any H, W works: the map is padded to a window multiple inside the
 mixer, padded tokens are masked out as keys, and the output is cropped back, so results do not depend
 on how much padding a size needs.
@@ -17,8 +21,9 @@ from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 from .dense import dense_attention
 
 __all__ = [
-    'window_partition', 'window_reverse', 'relative_position_index', 'RelativePositionBias',
-    'window_mask', 'clamp_window', 'WindowMixer', 'WindowAttention',
+    'window_partition', 'window_reverse', 'grid_partition', 'grid_reverse', 'PARTITIONS',
+    'relative_position_index', 'RelativePositionBias', 'window_mask', 'clamp_window', 'WindowMixer',
+    'WindowAttention', 'GridAttention',
 ]
 
 Size2 = Tuple[int, int]
@@ -38,6 +43,27 @@ def window_reverse(windows: torch.Tensor, window_size: Size2, H: int, W: int) ->
     wh, ww = window_size
     x = windows.view(B, H // wh, W // ww, wh, ww, C).transpose(2, 3)
     return x.reshape(B, H, W, C)
+
+
+def grid_partition(x: torch.Tensor, grid_size: Size2) -> torch.Tensor:
+    """(B, H, W, C) -> (B, num_windows, gh * gw, C): window (i, j) holds the tokens (a * H/gh + i, b * W/gw + j)
+    for a < gh, b < gw (a dilated gh x gw grid); H and W must be grid multiples."""
+    B, H, W, C = x.shape
+    gh, gw = grid_size
+    x = x.view(B, gh, H // gh, gw, W // gw, C).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // gh) * (W // gw), gh * gw, C)
+
+
+def grid_reverse(windows: torch.Tensor, grid_size: Size2, H: int, W: int) -> torch.Tensor:
+    """(B, num_windows, gh * gw, C) -> (B, H, W, C), the inverse of grid_partition."""
+    B, _, _, C = windows.shape
+    gh, gw = grid_size
+    x = windows.view(B, H // gh, W // gw, gh, gw, C).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(B, H, W, C)
+
+
+# partition name -> (partition, reverse)
+PARTITIONS = {'window': (window_partition, window_reverse), 'grid': (grid_partition, grid_reverse)}
 
 
 def relative_position_index(wh: int, ww: int) -> torch.Tensor:
@@ -92,30 +118,35 @@ def clamp_window(feat_size: Size2, window_size: Size2, shift_size: Size2) -> Tup
 
 
 @functools.lru_cache(maxsize=64)
-def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2) -> Optional[torch.Tensor]:
+def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
+                 partition: str = 'window') -> Optional[torch.Tensor]:
     wh, ww = window_size
     sh, sw = shift_size
     Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
     if not (sh or sw) and (Hp, Wp) == (H, W):
         return None
     # region label of every token in the rolled frame: Swin's 3x3 shift regions ...
+    def bands(n, w, s):  # an unshifted side is one band
+        return (slice(0, n - w), slice(n - w, n - s), slice(n - s, n)) if s else (slice(0, n),)
+
     label = torch.zeros(Hp, Wp)
-    for i, hs in enumerate((slice(0, Hp - wh), slice(Hp - wh, Hp - sh), slice(Hp - sh, Hp))):
-        for j, ws in enumerate((slice(0, Wp - ww), slice(Wp - ww, Wp - sw), slice(Wp - sw, Wp))):
+    for i, hs in enumerate(bands(Hp, wh, sh)):
+        for j, ws in enumerate(bands(Wp, ww, sw)):
             label[hs, ws] = 3 * i + j
     # ... and padding (at the bottom/right before the roll) as a region of its own
     pad = torch.zeros(Hp, Wp)
     pad[H:, :] = 1
     pad[:, W:] = 1
     label = label + 9 * torch.roll(pad, shifts=(-sh, -sw), dims=(0, 1))
-    windows = window_partition(label.view(1, Hp, Wp, 1), window_size)[0, :, :, 0]  # nW, N
+    windows = PARTITIONS[partition][0](label.view(1, Hp, Wp, 1), window_size)[0, :, :, 0]  # nW, N
     mask = windows[:, None, :] != windows[:, :, None]
     return torch.zeros(mask.shape).masked_fill_(mask, -100.)  # -100, not -inf: as the released models
 
 
-def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=None, dtype=None):
+def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=None, dtype=None,
+                partition: str = 'window'):
     """(num_windows, N, N) additive mask for a shifted and/or padded H x W map, or None when not needed."""
-    mask = _window_mask(H, W, tuple(window_size), tuple(shift_size))
+    mask = _window_mask(H, W, tuple(window_size), tuple(shift_size), partition)
     return None if mask is None else mask.to(device=device, dtype=dtype)
 
 
@@ -123,13 +154,19 @@ class WindowMixer(nn.Module):
     """Base for mixers applied inside (shifted) windows: pads, rolls, partitions, and undoes it all.
 
     Subclasses implement `mix(windows, mask)` on (B, num_windows, N, C) with an optional
-    (num_windows, N, N) additive mask and return the same shape.
+    (num_windows, N, N) additive mask and return the same shape. `partition` is 'window' (contiguous
+    windows, optionally shifted) or 'grid' (dilated grids, MaxViT; never shifted).
     """
 
-    def __init__(self, window_size: Size2, shift_size: Size2 = (0, 0)):
+    def __init__(self, window_size: Size2, shift_size: Size2 = (0, 0), partition: str = 'window'):
         super().__init__()
+        if partition not in PARTITIONS:
+            raise ValueError(f'partition must be one of {list(PARTITIONS)}, got {partition!r}')
         self.window_size = to_2tuple(window_size)
         self.shift_size = to_2tuple(shift_size)
+        self.partition = partition
+        if partition == 'grid' and any(self.shift_size):
+            raise ValueError('grid partitions are not shifted')
 
     def set_window_size(self, window_size: Size2, shift_size: Size2) -> None:
         self.window_size = to_2tuple(window_size)
@@ -147,8 +184,10 @@ class WindowMixer(nn.Module):
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         Hp, Wp = H + pad_h, W + pad_w
-        mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype)
-        x = window_reverse(self.mix(window_partition(x, self.window_size), mask), self.window_size, Hp, Wp)
+        mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
+                           partition=self.partition)
+        partition, reverse = PARTITIONS[self.partition]
+        x = reverse(self.mix(partition(x, self.window_size), mask), self.window_size, Hp, Wp)
         if sh or sw:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
         if pad_h or pad_w:
@@ -156,34 +195,48 @@ class WindowMixer(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f'window_size={self.window_size}, shift_size={self.shift_size}'
+        return f'partition={self.partition}, window_size={self.window_size}, shift_size={self.shift_size}'
 
 
 class WindowAttention(WindowMixer):
-    """W-MSA / SW-MSA: multi-head self-attention inside windows with a relative position bias."""
+    """W-MSA / SW-MSA: multi-head self-attention inside windows with a relative position bias.
+
+    `rel_pos_bias=False` drops the bias (DaViT's spatial attention); `partition='grid'` attends within
+    dilated grids instead of windows (MaxViT's grid attention, see GridAttention)."""
 
     def __init__(self, dim: int, num_heads: int, window_size: Size2 = (7, 7), shift_size: Size2 = (0, 0),
                  qkv_bias: bool = True, head_dim: Optional[int] = None, attn_drop: float = 0.,
-                 proj_drop: float = 0.):
-        super().__init__(window_size, shift_size)
+                 proj_drop: float = 0., rel_pos_bias: bool = True, partition: str = 'window'):
+        super().__init__(window_size, shift_size, partition)
         self.num_heads = num_heads
         self.head_dim = head_dim or dim // num_heads
         attn_dim = self.head_dim * num_heads
         self.qkv = nn.Linear(dim, attn_dim * 3, bias=qkv_bias)
-        self.rel_pos = RelativePositionBias(self.window_size, num_heads)
+        self.rel_pos = RelativePositionBias(self.window_size, num_heads) if rel_pos_bias else None
         self.attn_drop = attn_drop
         self.proj = nn.Linear(attn_dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def set_window_size(self, window_size: Size2, shift_size: Size2) -> None:
         super().set_window_size(window_size, shift_size)
-        self.rel_pos.set_window_size(self.window_size)
+        if self.rel_pos is not None:
+            self.rel_pos.set_window_size(self.window_size)
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
-        bias = self.rel_pos()  # heads, N, N
+        bias = self.rel_pos() if self.rel_pos is not None else None  # heads, N, N
         if mask is not None:
-            bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
+            mask = mask.unsqueeze(1)  # nW, 1, N, N
+            bias = mask if bias is None else bias + mask  # nW, heads, N, N
         x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(2, 3).reshape(B, nW, N, -1)))
+
+
+class GridAttention(WindowAttention):
+    """MaxViT grid attention: multi-head self-attention among the tokens of a gh x gw grid dilated over the
+    whole map (sparse global mixing), with a relative position bias over grid offsets."""
+
+    def __init__(self, dim: int, num_heads: int, grid_size: Size2 = (7, 7), **kwargs):
+        kwargs.pop('shift_size', None)
+        super().__init__(dim, num_heads, window_size=grid_size, partition='grid', **kwargs)
