@@ -13,7 +13,7 @@ setup: $(CORE)
 $(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,export]'
 	touch $@
 
 demo: setup

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""zoo vs timm on the same architecture and the same weights, timed interleaved in one run.
+
+    python tools/benchmark_vs_timm.py                          # every registered pair, CPU, batch 8, 224
+    python tools/benchmark_vs_timm.py zoo_swin_tiny --threads 2 --batch-size 8 --json out/vs_timm.json
+    python tools/benchmark_vs_timm.py --headline --device cuda --amp bf16 --batch-size 64
+
+For each pair, timm's state_dict is loaded into the zoo model through the zoo checkpoint filter and the
+logits must agree within --atol before anything is timed. The ratio is zoo img/s / timm img/s (> 1: zoo
+is faster), from medians over rounds that alternate zoo/timm (ABBA) to cancel drift.
+"""
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zoo  # noqa: E402,F401
+from zoo.profile import BenchOptions, dump_json  # noqa: E402
+from zoo.profile.vs_timm import HEADLINE, TIMM_EQUIVALENTS, compare, format_compare, timm_equivalents  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('models', nargs='*', help='zoo names or patterns (default: every registered pair)')
+    p.add_argument('--headline', action='store_true', help="only the issue's set (Swin-T, MaxViT-T, DaViT-T, ...)")
+    p.add_argument('--img-size', type=int, default=224)
+    p.add_argument('--batch-size', type=int, default=8)
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'])
+    p.add_argument('--amp', default=None, choices=['bf16', 'fp16'])
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--compile', nargs='?', const=True, default=False)
+    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--warmup', type=int, default=2)
+    p.add_argument('--rounds', type=int, default=6)
+    p.add_argument('--iters-per-round', type=int, default=3)
+    p.add_argument('--atol', type=float, default=1e-4)
+    p.add_argument('--json', default=None)
+    p.add_argument('--list', action='store_true', help='print the zoo -> timm mapping and exit')
+    args = p.parse_args(argv)
+
+    pairs = timm_equivalents(registered_only=True)
+    if args.list:
+        for z, t in {**TIMM_EQUIVALENTS, **timm_equivalents(False)}.items():
+            print(f'{z:28s} {t:34s} {"registered" if z in pairs else "missing (skipped)"}')
+        return
+    if args.headline:
+        pairs = {z: t for z, t in pairs.items() if z in HEADLINE}
+    if args.models:
+        pairs = {z: t for z, t in pairs.items() if any(fnmatch.fnmatch(z, m) for m in args.models)}
+    missing = [m for m in args.models if not any(fnmatch.fnmatch(z, m) for z in pairs)]
+    for m in missing:
+        print(f'skipped {m}: no registered zoo model with a timm equivalent', file=sys.stderr)
+    if not pairs:
+        p.error('nothing to compare')
+    opts = BenchOptions(device=args.device, dtype=args.dtype, amp=args.amp, channels_last=args.channels_last,
+                        compile=args.compile, threads=args.threads, warmup=args.warmup)
+    report = compare(pairs, args.img_size, args.batch_size, opts, args.rounds, args.iters_per_round, args.atol)
+    print(format_compare(report))
+    if args.json:
+        dump_json(report, args.json)
+        print(f'wrote {args.json}')
+    return report
+
+
+if __name__ == '__main__':
+    main()

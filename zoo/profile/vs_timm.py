@@ -1,0 +1,194 @@
+"""zoo vs timm on the same architecture with the same weights, timed interleaved in one process.
+
+For each pair: build timm's model, load its state_dict into the zoo model through the zoo family's
+checkpoint filter (the same path a user's timm checkpoint takes: `pretrained=True` with a file overlay,
+strict), check the logits agree within `atol`, then time both alternately (ABBA order over rounds) so
+that drift in machine load hits both equally. The ratio is zoo img/s / timm img/s from the medians.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .flops import make_inputs
+from .paper import paper_table
+from .speed import BenchOptions, _autocast, _inputs, _sync, num_threads, prepare_model
+
+__all__ = ['TIMM_EQUIVALENTS', 'timm_equivalents', 'load_timm_weights', 'compare_pair', 'compare']
+
+# zoo name -> timm name for the same architecture. Families not registered yet are listed under the names
+# the zoo naming rule gives them (zoo_<family>_<variant>); pairs whose zoo model is missing are skipped.
+TIMM_EQUIVALENTS: Dict[str, str] = {
+    'zoo_swin_tiny': 'swin_tiny_patch4_window7_224',
+    'zoo_swin_small': 'swin_small_patch4_window7_224',
+    'zoo_swin_base': 'swin_base_patch4_window7_224',
+    'zoo_swin_large': 'swin_large_patch4_window7_224',
+    'zoo_swin_base_384': 'swin_base_patch4_window12_384',
+    'zoo_swin_large_384': 'swin_large_patch4_window12_384',
+    'zoo_maxvit_tiny': 'maxvit_tiny_tf_224',
+    'zoo_maxvit_small': 'maxvit_small_tf_224',
+    'zoo_maxvit_base': 'maxvit_base_tf_224',
+    'zoo_maxvit_large': 'maxvit_large_tf_224',
+    'zoo_davit_tiny': 'davit_tiny',
+    'zoo_davit_small': 'davit_small',
+    'zoo_davit_base': 'davit_base',
+    'zoo_focalnet_tiny_srf': 'focalnet_tiny_srf',
+    'zoo_focalnet_tiny_lrf': 'focalnet_tiny_lrf',
+    'zoo_focalnet_small_srf': 'focalnet_small_srf',
+    'zoo_focalnet_small_lrf': 'focalnet_small_lrf',
+    'zoo_focalnet_base_srf': 'focalnet_base_srf',
+    'zoo_focalnet_base_lrf': 'focalnet_base_lrf',
+    'zoo_poolformer_s12': 'poolformer_s12',
+    'zoo_poolformer_s24': 'poolformer_s24',
+    'zoo_poolformer_s36': 'poolformer_s36',
+    'zoo_poolformer_m36': 'poolformer_m36',
+    'zoo_poolformer_m48': 'poolformer_m48',
+    'zoo_shvit_s1': 'shvit_s1',
+    'zoo_shvit_s2': 'shvit_s2',
+    'zoo_shvit_s3': 'shvit_s3',
+    'zoo_shvit_s4': 'shvit_s4',
+    'zoo_convit_tiny': 'convit_tiny',
+    'zoo_convit_small': 'convit_small',
+    'zoo_convit_base': 'convit_base',
+}
+
+# the issue's headline set: the smallest/typical variant per family timm also has
+HEADLINE = ['zoo_swin_tiny', 'zoo_maxvit_tiny', 'zoo_davit_tiny', 'zoo_focalnet_tiny_srf', 'zoo_poolformer_s12',
+            'zoo_shvit_s4', 'zoo_convit_tiny']
+
+
+def timm_equivalents(registered_only: bool = True) -> Dict[str, str]:
+    """The mapping above, plus any zoo_name/timm name pair in the paper table; only registered pairs."""
+    import timm
+    import zoo
+    pairs = dict(TIMM_EQUIVALENTS)
+    for name, row in paper_table().items():
+        timm_name = row.get('timm_name_if_any', '').split('.')[0].strip()
+        if timm_name and '?' not in timm_name:
+            pairs.setdefault(name, timm_name)
+    if registered_only:
+        have = set(zoo.list_models())
+        pairs = {z: t for z, t in pairs.items() if z in have and timm.is_model(t)}
+    return pairs
+
+
+def load_timm_weights(zoo_name: str, timm_model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+    """The zoo model `zoo_name` with `timm_model`'s weights, loaded through the zoo checkpoint filter (strict)."""
+    import timm
+    fd, path = tempfile.mkstemp(suffix='.pth')
+    os.close(fd)
+    try:
+        torch.save(timm_model.state_dict(), path)
+        return timm.create_model(zoo_name, pretrained=True, pretrained_cfg_overlay=dict(file=path), **kwargs)
+    finally:
+        os.remove(path)
+
+
+@torch.no_grad()
+def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
+    return (a(x).float() - b(x).float()).abs().max().item()
+
+
+def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int = 8,
+                 opts: Optional[BenchOptions] = None, rounds: int = 6, iters_per_round: int = 3,
+                 atol: float = 1e-4, progress=None, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Parity check then interleaved timing of one zoo/timm pair; returns a result row."""
+    import timm
+    opts = opts or BenchOptions()
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
+    row: Dict[str, Any] = {'zoo': zoo_name, 'timm': timm_name, 'input_size': list(size), 'batch_size': batch_size}
+    with num_threads(opts.threads):
+        torch.manual_seed(0)
+        model_kwargs = dict(model_kwargs or {})
+        default = tuple(timm.get_pretrained_cfg(timm_name).input_size[-2:]) if timm.get_pretrained_cfg(timm_name) \
+            else size
+        if size != default:  # build both for this resolution (timm's Swin/MaxViT fix it at creation)
+            model_kwargs.setdefault('img_size', size)
+        timm_model = timm.create_model(timm_name, **model_kwargs).eval()
+        zoo_model = load_timm_weights(zoo_name, timm_model, **model_kwargs).eval()
+        x = make_inputs(zoo_model, size, 2)
+        diff = max_abs_diff(zoo_model, timm_model, x)
+        row['max_abs_diff'] = diff
+        row['identical'] = diff <= atol
+        if not row['identical']:
+            row['error'] = f'outputs differ by {diff:.3g} > {atol}; not timed'
+            return row
+        models = {'zoo': prepare_model(zoo_model, opts), 'timm': prepare_model(timm_model, opts)}
+        device = torch.device(opts.device)
+        x = _inputs(zoo_model, size, batch_size, opts)
+
+        def run(m):
+            with torch.inference_mode(), _autocast(device, opts.amp):
+                return m(x)
+
+        for _ in range(opts.warmup):
+            for m in models.values():
+                run(m)
+        times: Dict[str, List[float]] = {'zoo': [], 'timm': []}
+        for r in range(rounds):
+            order = ('zoo', 'timm') if r % 2 == 0 else ('timm', 'zoo')
+            for key in order:
+                _sync(device)
+                for _ in range(iters_per_round):
+                    t0 = time.perf_counter()
+                    run(models[key])
+                    _sync(device)
+                    times[key].append(time.perf_counter() - t0)
+                if progress is not None:
+                    progress.set_postfix_str(f'{zoo_name}: round {r + 1}/{rounds}')
+        med = {k: statistics.median(v) for k, v in times.items()}
+        row.update({
+            'zoo_img_s': batch_size / med['zoo'], 'timm_img_s': batch_size / med['timm'],
+            'zoo_ms': 1e3 * med['zoo'], 'timm_ms': 1e3 * med['timm'],
+            'ratio': med['timm'] / med['zoo'],
+            # paired per-round ratios: how noisy the machine was
+            'ratio_rounds': [statistics.median(times['timm'][i:i + iters_per_round]) /
+                             statistics.median(times['zoo'][i:i + iters_per_round])
+                             for i in range(0, len(times['zoo']), iters_per_round)],
+        })
+    return row
+
+
+def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Optional[BenchOptions] = None,
+            rounds: int = 6, iters_per_round: int = 3, atol: float = 1e-4, progress: bool = True) -> Dict[str, Any]:
+    """Every pair in turn; returns {'context', 'options', 'results'} (see report.context)."""
+    from tqdm.auto import tqdm
+
+    from .report import context
+    opts = opts or BenchOptions()
+    rows = []
+    bar = tqdm(pairs.items(), desc='zoo vs timm', disable=not progress, leave=False)
+    for zoo_name, timm_name in bar:
+        try:
+            rows.append(compare_pair(zoo_name, timm_name, input_size, batch_size, opts, rounds, iters_per_round,
+                                     atol, progress=bar))
+        except Exception as e:
+            rows.append({'zoo': zoo_name, 'timm': timm_name, 'error': f'{type(e).__name__}: {str(e)[:300]}'})
+    return {'context': context(opts), 'options': dict(opts.to_dict(), input_size=input_size, batch_size=batch_size,
+                                                      rounds=rounds, iters_per_round=iters_per_round, atol=atol),
+            'results': rows}
+
+
+def format_compare(report: Dict[str, Any]) -> str:
+    lines = ['| zoo | timm | max abs diff | zoo img/s | timm img/s | zoo / timm | per-round ratios |',
+             '|---|---|---|---|---|---|---|']
+    for r in report['results']:
+        if 'ratio' in r:
+            rr = ', '.join(f'{v:.2f}' for v in r['ratio_rounds'])
+            lines.append(f'| {r["zoo"]} | {r["timm"]} | {r["max_abs_diff"]:.2e} | {r["zoo_img_s"]:.2f} | '
+                         f'{r["timm_img_s"]:.2f} | **{r["ratio"]:.3f}x** | {rr} |')
+        else:
+            diff = f'{r["max_abs_diff"]:.2e}' if 'max_abs_diff' in r else '-'
+            lines.append(f'| {r["zoo"]} | {r["timm"]} | {diff} | - | - | - | {r.get("error", "")} |')
+    ctx, o = report['context'], report['options']
+    lines += ['', f'Options: input {o["input_size"]}, batch {o["batch_size"]}, device {o["device"]}, dtype {o["dtype"]}, '
+              f'amp {o["amp"]}, channels_last {o["channels_last"]}, compile {o["compile"]}, threads {ctx["threads"]}, '
+              f'{o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), warmup {o["warmup"]}.',
+              f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, {ctx.get("gpu") or ctx["cpu"]}, '
+              f'load average {ctx.get("loadavg")}, {ctx["date_utc"]} UTC.']
+    return '\n'.join(lines)
