@@ -100,6 +100,13 @@ def test_train_reaches_accuracy_and_validate_reproduces_it(digits, tmp_path):
     assert abs(res['loss'] - float(best['val_loss'])) < 1e-4
     assert not list(out.glob('*.tmp'))                               # atomic writes leave nothing behind
 
+    # any resolution: the model is rebuilt for 48x48 (windows and position tables follow), same weights
+    res = tmp_path / 'res48.json'
+    assert tool_main('validate.py')(['--checkpoint', str(out / 'best.pth'), '--data-dir', str(digits), '--workers',
+                                     '0', '--img-size', '48', '--results-file', str(res)]) == 0
+    res = json.loads(res.read_text())
+    assert res['img_size'] == 48 and res['n'] == 359 and res['top1'] > 15.   # measured 24.5 (unseen scale)
+
 
 def test_resume_mid_epoch_gives_identical_weights(few_digits, tmp_path):
     """Killed mid-epoch (--stop-after-steps 7 = epoch 1, step 2 of 5) and resumed: same weights, optimizer state,
@@ -168,7 +175,8 @@ def test_missing_data_dir_is_one_line_error(tmp_path):
     assert 'Traceback' not in r.stderr
 
 
-@pytest.mark.parametrize('case', ['empty_class', 'unknown_model', 'unknown_config_key', 'batch_too_large'])
+@pytest.mark.parametrize('case', ['empty_class', 'no_val_split', 'unknown_model', 'unknown_config_key',
+                                  'batch_too_large'])
 def test_bad_input_errors(case, few_digits, tmp_path, capsys):
     data = few_digits
     argv = ['--data-dir', data, *TINY, '--epochs', 1, '-b', 16, '--output', tmp_path / 'out']
@@ -177,6 +185,10 @@ def test_bad_input_errors(case, few_digits, tmp_path, capsys):
         (data / 'train' / '10').mkdir()
         argv[1] = data
         expected = f'error: empty class folder: {data / "train" / "10"} (no '
+    elif case == 'no_val_split':
+        data = copy_tree(few_digits / 'train', tmp_path / 'data' / 'train')
+        argv[1] = data.parent
+        expected = f"error: no 'val' folder in {data.parent} (expected ImageFolder layout"
     elif case == 'unknown_model':
         argv[argv.index('zoo_swin_tiny')] = 'zoo_swin_tinny'
         expected = "error: unknown model 'zoo_swin_tinny' (did you mean zoo_swin_tiny"
@@ -202,6 +214,19 @@ def test_corrupt_images_are_skipped_and_counted(few_digits, tmp_path, capsys):
     assert tool_main('train.py')([str(a) for a in argv]) == 0     # 82 files = 80 good + 2 broken: one batch
     assert 'skipped 2 unreadable image(s)' in capsys.readouterr().out
     assert read_csv(tmp_path / 'out' / 'log.csv')[0]['skipped'] == '2'
+
+
+def test_amp_and_memory_options_train(few_digits, tmp_path, capsys):
+    """fp16 autocast with the loss scaler, grad checkpointing, channels_last, clipping, layer decay, EMA and
+    mixup together: one epoch runs, the scaler state is saved and layer decay gives per-layer learning rates."""
+    argv = ['--data-dir', few_digits, *TINY, '--epochs', 1, '-b', 16, '--output', tmp_path / 'out', '--amp',
+            '--amp-dtype', 'float16', '--grad-checkpointing', '--channels-last', '--clip-grad', 1, '--layer-decay',
+            0.8, '--model-ema', '--mixup', 0.8, '--cutmix', 1.0]
+    assert tool_main('train.py')([str(a) for a in argv]) == 0
+    ckpt = torch.load(tmp_path / 'out' / 'last.pth', weights_only=True)
+    assert ckpt['scaler']['scale'] > 0 and ckpt['ema'] is not None
+    assert len({g['lr'] for g in ckpt['optimizer']['param_groups']}) > 2
+    assert 'EMA top-1' in capsys.readouterr().out
 
 
 def test_validate_errors(few_digits, tmp_path, capsys):

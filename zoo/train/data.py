@@ -39,7 +39,7 @@ _EVAL_NAMES = ('val', 'valid', 'validation', 'eval', 'evaluation')
 
 
 def find_split(root: str, split: str) -> str:
-    """`root/split` (or a usual synonym of it) when it exists, else `root` itself (timm's convention)."""
+    """The folder of `split` under `root`: `root/split` or a usual synonym (val -> validation, ...)."""
     if not os.path.isdir(root):
         raise UsageError(f'data dir not found: {root}')
     names = [split] + list(_TRAIN_NAMES if split in _TRAIN_NAMES else _EVAL_NAMES if split in _EVAL_NAMES else ())
@@ -47,7 +47,7 @@ def find_split(root: str, split: str) -> str:
         path = os.path.join(root, name)
         if os.path.isdir(path):
             return path
-    return root
+    raise UsageError(f"no '{split}' folder in {root} (expected ImageFolder layout {root}/{split}/<class>/<image>)")
 
 
 def check_image_folder(folder: str) -> Dict[str, int]:

@@ -26,7 +26,7 @@ def run(args) -> Dict[str, Any]:
 
 
 def _run(args, info) -> Dict[str, Any]:
-    folder = find_split(args.data_dir, args.split) if args.split else args.data_dir
+    folder = find_split(args.data_dir, args.split) if args.split else args.data_dir   # '' = the folder itself
     class_map = check_image_folder(folder)
 
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else None
@@ -56,8 +56,8 @@ def _run(args, info) -> Dict[str, Any]:
                 file = os.path.join(tmp, 'ema.pth')
                 torch.save({'model': ckpt['ema']}, file)
             overlay = dict(file=file)
-            if train_ckpt:
-                overlay['num_classes'] = ckpt['num_classes']   # keep the classifier (timm drops it otherwise)
+            if 'num_classes' in kwargs:   # the checkpoint's classifier has that many classes: keep it (timm would
+                overlay['num_classes'] = kwargs['num_classes']   # drop it as not matching the pretrained_cfg's)
             kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
         elif args.pretrained:
             kwargs['pretrained'] = True
