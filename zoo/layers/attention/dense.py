@@ -33,11 +33,35 @@ def _dense_reference(q, k, v, bias: Optional[torch.Tensor] = None, scale: Option
     return attn @ v
 
 
+def _fold_to_4d(q, k, v, bias):
+    """Fold leading dims so SDPA sees 4-D (batch, group, L, d) tensors: its fused CPU/GPU kernels take only
+    4-D inputs (5-D falls back to the slow math path). Dims the bias varies over go into the group dim,
+    so the bias is broadcast over the batch dim instead of being copied per sample."""
+    lead = q.shape[:-2]
+    if bias is None or all(s == 1 for s in bias.shape[:-3]):
+        shape = (-1, q.shape[-3] if q.dim() >= 3 else 1)
+    else:
+        blead = bias.shape[:-2]
+        while len(blead) and blead[0] == 1:
+            blead = blead[1:]
+        grouped = lead[len(lead) - len(blead):]
+        bias = bias.expand(*grouped, *bias.shape[-2:]).reshape(1, -1, *bias.shape[-2:])
+        shape = (-1, bias.shape[1])
+    q, k, v = (t.reshape(*shape, *t.shape[-2:]) for t in (q, k, v))
+    return q, k, v, bias, lead
+
+
 @dense_attention.register('sdpa', priority=10)
 def _dense_sdpa(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
                 dropout_p: float = 0.):
     if bias is not None and bias.dtype != q.dtype:
         bias = bias.to(q.dtype)  # under autocast q is low precision, a float32 bias table is not
+    if bias is not None and bias.dim() < 4:
+        bias = bias.view((1,) * (4 - bias.dim()) + bias.shape)  # the fused CPU kernel wants a 4-D mask
+    if q.dim() != 4:
+        q, k, v, bias, lead = _fold_to_4d(q, k, v, bias)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
+        return out.reshape(*lead, *out.shape[-2:])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 

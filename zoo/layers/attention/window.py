@@ -22,7 +22,7 @@ from .dense import dense_attention
 
 __all__ = [
     'window_partition', 'window_reverse', 'grid_partition', 'grid_reverse', 'PARTITIONS',
-    'relative_position_index', 'RelativePositionBias', 'window_mask', 'clamp_window', 'WindowMixer',
+    'relative_position_index', 'RelativePositionBias', 'window_mask', 'window_order', 'clamp_window', 'WindowMixer',
     'WindowAttention', 'GridAttention',
 ]
 
@@ -92,7 +92,8 @@ class RelativePositionBias(nn.Module):
     def forward(self) -> torch.Tensor:
         """(heads, N, N) bias for the current window."""
         n = self.index.shape[0]
-        return self.relative_position_bias_table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        # contiguous: fused SDPA kernels fall back to the slow math path for a strided mask
+        return self.relative_position_bias_table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
 
     def set_window_size(self, window_size: Size2) -> None:
         window_size = to_2tuple(window_size)
@@ -150,6 +151,18 @@ def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=No
     return None if mask is None else mask.to(device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=128)
+def window_order(Hp: int, Wp: int, window_size: Size2, shift_size: Size2, partition: str = 'window',
+                 device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Flat token indices that roll an Hp x Wp map by -shift and partition it ((B, Hp*Wp, C) rows in window
+    order), and the inverse permutation that undoes both."""
+    idx = torch.arange(Hp * Wp).view(1, Hp, Wp, 1)
+    if any(shift_size):
+        idx = torch.roll(idx, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+    order = PARTITIONS[partition][0](idx, tuple(window_size)).flatten()
+    return order.to(device), torch.argsort(order).to(device)
+
+
 class WindowMixer(nn.Module):
     """Base for mixers applied inside (shifted) windows: pads, rolls, partitions, and undoes it all.
 
@@ -181,15 +194,14 @@ class WindowMixer(nn.Module):
         pad_h, pad_w = (-H) % wh, (-W) % ww
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         Hp, Wp = H + pad_h, W + pad_w
         mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
                            partition=self.partition)
-        partition, reverse = PARTITIONS[self.partition]
-        x = reverse(self.mix(partition(x, self.window_size), mask), self.window_size, Hp, Wp)
-        if sh or sw:
-            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        # roll + partition (and reverse + roll back) as one row gather each: a single copy instead of two
+        order, inverse = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
+        windows = x.reshape(B, Hp * Wp, C).index_select(1, order).view(B, -1, wh * ww, C)
+        out = self.mix(windows, mask)
+        x = out.reshape(B, Hp * Wp, -1).index_select(1, inverse).view(B, Hp, Wp, -1)
         if pad_h or pad_w:
             x = x[:, :H, :W].contiguous()
         return x
