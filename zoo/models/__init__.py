@@ -1,2 +1,4 @@
 """One module per family; importing it registers the family's variants in timm's registry."""
 from . import swin
+from . import agent
+from . import inline

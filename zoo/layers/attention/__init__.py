@@ -5,3 +5,5 @@ from .window import (
     RelativePositionBias, WindowAttention, WindowMixer, clamp_window, relative_position_index, window_mask,
     window_partition, window_reverse,
 )
+from .agent import AgentAttention, agent_attention, agent_position_biases, resize_agent_biases
+from .inline import InLineAttention, dynamic_depthwise_conv, inline_attention

@@ -1,0 +1,105 @@
+"""InLine attention (Han et al., NeurIPS 2024): injective linear attention with a local residual.
+
+Linear attention normalised by division is not injective (queries that differ by a scale get the same
+output). InLine normalises by subtraction instead, so attention weights sum to one without a division:
+
+    out_i = mean_j(v_j) + s / N * sum_j (q_i . k_j - q_i . mean(k)) v_j
+          = mean(v) + s * (q_i (K^T V / N) - (q_i . mean(k)) mean(v))
+
+with s = head_dim ** -0.5 and an optional kernel phi on q and k. The reductions (K^T V, means) run in fp32
+under autocast. The local residual is a 3x3 depthwise conv on V whose per-channel kernel is predicted from
+the mean token (two grouped 1x1 convs), applied to the (H, W) map passed in explicitly.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['inline_attention', 'dynamic_depthwise_conv', 'InLineAttention']
+
+Size2 = Tuple[int, int]
+
+
+def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    """Injective linear attention. q, k, v: (B, heads, N, d) -> (B, heads, N, d), computed in fp32."""
+    dtype = q.dtype
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        q, k, v = q.float(), k.float(), v.float()
+        kv = k.transpose(-2, -1) @ v / k.shape[-2]          # B, heads, d, d
+        k_mean = k.mean(dim=-2, keepdim=True)               # B, heads, 1, d
+        v_mean = v.mean(dim=-2, keepdim=True)               # B, heads, 1, d
+        out = v_mean + scale * (q @ kv - (q @ k_mean.transpose(-2, -1)) * v_mean)
+    return out.to(dtype)
+
+
+def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Depthwise conv with a kernel per sample and channel. x: (B, C, H, W), weight: (B, C, k, k), 'same' padding."""
+    B, C, H, W = x.shape
+    k = weight.shape[-1]
+    out = F.conv2d(x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, k, k).to(x.dtype), padding=k // 2,
+                   groups=B * C)
+    return out.reshape(B, C, H, W)
+
+
+_KERNELS = {'identity': None, 'relu': F.relu, 'leakyrelu': F.leaky_relu, 'exp': lambda x: (x * 0.2).exp()}
+
+
+class InLineAttention(nn.Module):
+    """Global InLine attention on (B, H, W, C) maps.
+
+    window_size / shift_size are accepted for host compatibility (Swin) and ignored: the mixer is global and
+    has no position-dependent parameters.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: Size2 = (7, 7), shift_size: Size2 = (0, 0),
+                 qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0., kernel_func: str = 'identity',
+                 residual_kernel: int = 3, num_prefix_tokens: int = 0):
+        super().__init__()
+        if kernel_func not in _KERNELS:
+            raise ValueError(f'kernel_func must be one of {list(_KERNELS)}, got {kernel_func!r}')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.kernel_func = kernel_func
+        self.residual_kernel = residual_kernel
+        self.num_prefix_tokens = num_prefix_tokens
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.residual = nn.Sequential(
+            nn.Conv1d(dim, dim, kernel_size=1, groups=num_heads),
+            nn.GELU(),
+            nn.Conv1d(dim, dim * residual_kernel ** 2, kernel_size=1, groups=num_heads),
+        )
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def set_window_size(self, window_size: Size2, shift_size: Size2 = (0, 0)) -> None:
+        pass  # nothing depends on the size
+
+    def forward(self, x: torch.Tensor, feat_size: Optional[Size2] = None) -> torch.Tensor:
+        """x: a (B, H, W, C) map, or (B, P + H * W, C) tokens (P prefix tokens first) with feat_size=(H, W).
+        Prefix tokens take part in the attention and the mean token; the local residual acts on the map."""
+        if x.ndim == 4:
+            B, H, W, C = x.shape
+            return self.mix_tokens(x.reshape(B, H * W, C), (H, W)).reshape(B, H, W, C)
+        return self.mix_tokens(x, feat_size)
+
+    def mix_tokens(self, x: torch.Tensor, feat_size: Size2) -> torch.Tensor:
+        B, L, C = x.shape
+        H, W = feat_size
+        P = self.num_prefix_tokens
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        phi = _KERNELS[self.kernel_func]
+        out = inline_attention(phi(q) if phi else q, phi(k) if phi else k, v)
+        out = out.transpose(1, 2).reshape(B, L, C)
+        r = self.residual_kernel
+        kernel = self.residual(x.mean(dim=1).unsqueeze(-1)).view(B, C, r, r)
+        v_map = v[:, :, P:].transpose(-2, -1).reshape(B, C, H, W)
+        local = dynamic_depthwise_conv(v_map, kernel).flatten(2).transpose(1, 2).to(out.dtype)
+        out = torch.cat([out[:, :P], out[:, P:] + local], dim=1) if P else out + local
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, kernel_func={self.kernel_func!r}'

@@ -1,0 +1,162 @@
+"""Agent attention (Han et al., "Agent Attention: On the Integration of Softmax and Linear Attention", ECCV 2024).
+
+The agent mixer (zoo/layers/attention/agent.py) composed into the hosts the authors release:
+Agent-Swin = the Swin host with global agent attention in the first blocks (per the authors' ATTN_TYPE) and
+Swin window attention elsewhere.
+Checkpoints: the authors' release (LeapLabTHU/Agent-Attention, {'model': state_dict} in the official Swin
+layout plus the agent parameters) loads strictly; the position-dependent agent terms are resampled when
+the model is built for another size than the checkpoint.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+from timm.models import generate_default_cfgs
+
+from ..layers import AgentAttention, resize_agent_biases
+from . import deit, pvt, swin
+from ._builder import build_model, cfg, register_variants
+from ._convert import rename
+from ._hybrid import hybrid_swin_args
+
+__all__ = ['resize_agent_tables', 'checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit',
+           'pvt_rename', 'deit_rename']
+
+_GRID_BIASES = ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
+
+
+def resize_agent_tables(state_dict, model):
+    """Resample the agents' row/column bias terms to the size each AgentAttention of `model` is built for
+    (another agent count or head count still fails the fit check, with the shapes named)."""
+    own = model.state_dict()
+    for k, v in state_dict.items():
+        module_name, _, name = k.rpartition('.')
+        if name in _GRID_BIASES and k in own and own[k].shape != v.shape and own[k].ndim == v.ndim:
+            state_dict[k] = resize_agent_biases({name: v}, model.get_submodule(module_name).window_size)[name]
+    return state_dict
+
+
+def checkpoint_filter_swin(state_dict, model):
+    """Authors' Agent-Swin release (official Swin layout + agent terms) -> zoo Swin layout."""
+    return resize_agent_tables(swin.checkpoint_filter_fn(state_dict, model), model)
+
+
+def pvt_rename(state_dict):
+    """The authors' PVT layout (patch_embed{s}, pos_embed{s}, block{s}.{j}, attn.q + attn.kv) -> zoo PVT layout."""
+    if any(k.startswith('stages.') for k in state_dict):
+        return state_dict
+    state_dict = rename(state_dict, [
+        (r'^patch_embed1\.', 'stem.'),
+        (r'^pos_embed1$', 'stem.pos_embed'),
+        (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
+        (r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.pos_embed'),
+        (r'^block(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.'),
+        (r'^head\.(weight|bias)$', r'head.fc.\1'),
+    ])
+    out = {}
+    for k, v in state_dict.items():  # fuse q and kv into one qkv projection (q, k, v order)
+        if k.endswith(('attn.kv.weight', 'attn.kv.bias')):
+            continue
+        if '.attn.q.' in k:
+            out[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, state_dict[k.replace('.attn.q.', '.attn.kv.')]])
+        else:
+            out[k] = v
+    return out
+
+
+def checkpoint_filter_pvt(state_dict, model):
+    """Authors' Agent-PVT release -> zoo PVT layout; position embeddings and agent terms resampled."""
+    return resize_agent_tables(pvt.resize_pos_embeds(pvt_rename(state_dict), model), model)
+
+
+def deit_rename(state_dict):
+    """The authors' DeiT layout (timm's old VisionTransformer: patch_embed.proj, plain head) -> zoo DeiT layout."""
+    return rename(state_dict, [(r'^patch_embed\.', 'stem.'), (r'^head\.(weight|bias)$', r'head.fc.\1')])
+
+
+def checkpoint_filter_deit(state_dict, model):
+    """Authors' Agent-DeiT release -> zoo DeiT layout; position embedding and agent terms resampled."""
+    return resize_agent_tables(deit.resize_deit_pos_embed(deit_rename(state_dict), model), model)
+
+
+def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 6, 2),
+                 global_blocks: Sequence[int] = (2, 2, 6, 0), agent_num: Sequence[int] = (9, 16, 49, 49),
+                 img_size=224, patch_size: int = 4, window_size=None, **kwargs):
+    args = hybrid_swin_args(depths, global_blocks, AgentAttention, [dict(agent_num=a) for a in agent_num],
+                            img_size=img_size, patch_size=patch_size, window_size=window_size)
+    return build_model(swin.Swin, variant, pretrained, num_stages=len(depths),
+                       checkpoint_filter=checkpoint_filter_swin, **args, **kwargs)
+
+
+def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 2, 2),
+                agent_num: Sequence[int] = (9, 16, 49, 49), **kwargs):
+    return build_model(pvt.PVT, variant, pretrained, num_stages=len(depths), checkpoint_filter=checkpoint_filter_pvt,
+                       depths=depths, mixer_layer=AgentAttention, mixer_args=[dict(agent_num=a) for a in agent_num],
+                       **kwargs)
+
+
+def _create_deit(variant: str, pretrained: bool = False, depth: int = 12, agent_num: Union[int, Sequence[int]] = 49,
+                 agent_blocks: int = 12, **kwargs):
+    """agent_num: one number, or one per block; the first `agent_blocks` blocks use agent attention."""
+    agent_num = [agent_num] * depth if isinstance(agent_num, int) else list(agent_num)
+    mixer_args = [dict(mixer_layer=AgentAttention, agent_num=agent_num[i]) if i < agent_blocks else {}
+                  for i in range(depth)]
+    return build_model(deit.DeiT, variant, pretrained, num_stages=3, checkpoint_filter=checkpoint_filter_deit,
+                       depth=depth, mixer_args=mixer_args, **kwargs)
+
+
+_URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
+default_cfgs = generate_default_cfgs({
+    'zoo_agent_swin_tiny.in1k': cfg(_URL.format('a2ddc1190c224f768a41')),
+    'zoo_agent_swin_small.in1k': cfg(_URL.format('f607172c9fea4d6e99bb')),
+    'zoo_agent_swin_base.in1k': cfg(_URL.format('4fcd2d0114bb490483c3')),
+    'zoo_agent_swin_small_288.in1k': cfg(_URL.format('09760394e93b4046a25e'), input_size=(3, 288, 288),
+                                         pool_size=(9, 9), crop_pct=1.0),
+    'zoo_agent_swin_base_384.in1k': cfg(_URL.format('bb84ee9058954706a557'), input_size=(3, 384, 384),
+                                        pool_size=(12, 12), crop_pct=1.0),
+    'zoo_agent_pvt_tiny.in1k': cfg(_URL.format('13fdf0e0a7c5498c934f')),
+    'zoo_agent_pvt_small.in1k': cfg(_URL.format('36b8be9a8863456685a3')),
+    'zoo_agent_pvt_medium.in1k': cfg(_URL.format('4d00ecacf18b45f9b88c')),
+    'zoo_agent_pvt_large.in1k': cfg(_URL.format('040cfe0cfbbe4762ad09')),
+    'zoo_agent_deit_tiny.in1k': cfg(_URL.format('57e0904221824ee7b7af'), pool_size=None),
+    'zoo_agent_deit_small.in1k': cfg(_URL.format('fdd43304372541db8ea7'), pool_size=None),
+    'zoo_agent_deit_base.in1k': cfg(_URL.format('5115f15fdd7e4ab58fbc'), pool_size=None),
+})
+
+# the authors' cfgs/agent_swin_*.yaml: global_blocks[i] = leading agent blocks of stage i (ATTN_TYPE), agents 9-16-49-49
+_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+AGENT_SWIN_VARIANTS = {
+    'zoo_agent_swin_tiny': dict(**_T, global_blocks=(2, 2, 6, 0), drop_path_rate=0.2),       # AAAB
+    'zoo_agent_swin_small': dict(**_S, global_blocks=(2, 2, 0, 0), drop_path_rate=0.3),      # AABB
+    'zoo_agent_swin_base': dict(**_B, global_blocks=(2, 2, 2, 0), drop_path_rate=0.5),       # AAMB2
+    'zoo_agent_swin_small_288': dict(**_S, global_blocks=(2, 2, 0, 0), img_size=288, drop_path_rate=0.3),
+    'zoo_agent_swin_base_384': dict(**_B, global_blocks=(2, 2, 2, 0), img_size=384, drop_path_rate=0.5),
+}
+for _args in AGENT_SWIN_VARIANTS.values():
+    _args['agent_num'] = (9, 16, 49, 49)
+
+register_variants(_create_swin, AGENT_SWIN_VARIANTS, __name__)
+
+# the authors' models/agent_pvt.py + cfgs/agent_pvt_*.yaml: PVT-v1 widths, agent attention in every stage (AAAA,
+# no spatial reduction), no final norm
+_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
+AGENT_PVT_VARIANTS = {
+    'zoo_agent_pvt_tiny': dict(**_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1),
+    'zoo_agent_pvt_small': dict(**_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
+    'zoo_agent_pvt_medium': dict(**_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
+    'zoo_agent_pvt_large': dict(**_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
+}
+register_variants(_create_pvt, AGENT_PVT_VARIANTS, __name__)
+
+# the authors' models/agent_deit.py + cfgs/agent_deit_*.yaml: DeiT widths; agents 49 (T, S) or 81 (B); B keeps
+# agent attention in its first 4 blocks only (agent_layer=4)
+AGENT_DEIT_VARIANTS = {
+    'zoo_agent_deit_tiny': dict(embed_dim=192, num_heads=3, agent_num=49, drop_path_rate=0.0),
+    'zoo_agent_deit_small': dict(embed_dim=384, num_heads=6, agent_num=49, drop_path_rate=0.1),
+    'zoo_agent_deit_base': dict(embed_dim=768, num_heads=12, agent_num=81, agent_blocks=4, drop_path_rate=0.3),
+}
+register_variants(_create_deit, AGENT_DEIT_VARIANTS, __name__)

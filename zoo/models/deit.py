@@ -1,0 +1,240 @@
+"""DeiT host (Touvron et al., ICML 2021): an isotropic ViT (patch 16, class token, learned position embedding)
+whose blocks take their token mixer as an argument (Agent-DeiT and InLine-DeiT are this host with another mixer).
+
+Tokens are (B, 1 + H * W, C), class token first. A mixer is called as
+mixer_layer(dim=, num_heads=, window_size=<patch grid at the built size>, qkv_bias=, attn_drop=, proj_drop=,
+num_prefix_tokens=1, **mixer_args[block]) and applied as mixer(tokens, (H, W)), so position-dependent mixers get
+the grid explicitly. The position embedding is stored at the built grid and resampled (bicubic, timm's
+`resample_abs_pos_embed`) for any other input size, on the fly, by `set_input_size` and by checkpoint filters.
+`features_only` returns the chosen blocks' patch tokens as NCHW maps at stride 16.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, Mlp, resample_abs_pos_embed, to_2tuple, trunc_normal_
+
+from ..layers import Attention, PatchEmbed
+from ._base import Backbone, take_indices
+from .swin import Swin
+
+__all__ = ['DeiT', 'DeiTBlock', 'TokenAttention', 'TokenHead', 'resize_deit_pos_embed']
+
+
+class TokenAttention(Attention):
+    """Plain multi-head self-attention with the DeiT host's mixer signature (the grid is not needed)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size=None, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., num_prefix_tokens: int = 1):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+
+    def forward(self, x: torch.Tensor, feat_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        return super().forward(x)
+
+
+class DeiTBlock(nn.Module):
+    """x + mixer(norm(x), grid), then x + mlp(norm(x)), on (B, 1 + H * W, C) tokens."""
+
+    def __init__(self, dim: int, num_heads: int, grid_size: Tuple[int, int], mixer_layer: Callable = TokenAttention,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0.,
+                 drop_path: float = 0., norm_layer: Callable = nn.LayerNorm, **mixer_kwargs):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = mixer_layer(dim=dim, num_heads=num_heads, window_size=grid_size, qkv_bias=qkv_bias,
+                                attn_drop=attn_drop, proj_drop=proj_drop, num_prefix_tokens=1, **mixer_kwargs)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor, feat_size: Tuple[int, int]) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn(self.norm1(x), feat_size))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class TokenHead(nn.Module):
+    """Classifier on the class token ('token') or the mean patch token ('avg'); `reset` like timm's heads."""
+
+    def __init__(self, in_features: int, num_classes: int, pool_type: str = 'token', drop_rate: float = 0.):
+        super().__init__()
+        self.in_features = in_features
+        self.pool_type = pool_type
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+        if pool_type is not None:
+            self.pool_type = pool_type
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.pool_type == 'avg':
+            x = x[:, 1:].mean(dim=1)
+        elif self.pool_type == 'token':
+            x = x[:, 0]
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+class DeiT(Backbone):
+    output_fmt = 'NLC'
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'token',
+            embed_dim: int = 192,
+            depth: int = 12,
+            num_heads: int = 3,
+            mlp_ratio: float = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
+            mixer_layer: Callable = TokenAttention,
+            mixer_args: Optional[Sequence[Dict]] = None,
+    ):
+        """
+        Args:
+            mixer_layer: token mixer class (see module doc).
+            mixer_args: one dict per block of extra mixer keyword arguments; a dict may name its own
+                `mixer_layer` (e.g. agent attention in the first blocks, plain attention after).
+        """
+        super().__init__()
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = patch_size
+        self.min_input_size = (patch_size, patch_size)
+        self.num_features = self.embed_dim = embed_dim
+        self.grid_size = self._grid(self.img_size)
+        mixer_args = mixer_args or [{}] * depth
+        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+
+        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=None)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid_size[0] * self.grid_size[1], embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+        blocks = []
+        for i in range(depth):
+            args = dict(mixer_args[i])
+            blocks.append(DeiTBlock(embed_dim, num_heads, self.grid_size, args.pop('mixer_layer', mixer_layer),
+                                    mlp_ratio, qkv_bias, proj_drop_rate, attn_drop_rate, dpr[i], norm_layer, **args))
+        self.blocks = nn.Sequential(*blocks)
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
+        self.norm = norm_layer(embed_dim)
+        self.head = TokenHead(embed_dim, num_classes, global_pool, drop_rate)
+        self.grad_checkpointing = False
+        trunc_normal_(self.pos_embed, std=.02)
+        trunc_normal_(self.cls_token, std=.02)
+        self.apply(self._init_weights)
+
+    _init_weights = staticmethod(Swin._init_weights)
+
+    def _grid(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
+        return tuple(math.ceil(s / self.patch_size) for s in img_size)
+
+    def set_input_size(self, img_size=None, **kwargs) -> None:
+        """Set the resolution the model is built for: position embedding and mixer position terms are resampled."""
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        grid = self._grid(self.img_size)
+        with torch.no_grad():
+            pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size), num_prefix_tokens=1)
+        self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
+        self.grid_size = grid
+        for block in self.blocks:
+            if hasattr(block.attn, 'set_window_size'):
+                block.attn.set_window_size(grid)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        self.check_input(x)
+        x = self.stem(x)  # B, H, W, C
+        B, H, W, C = x.shape
+        pos = self.pos_embed
+        if (H, W) != self.grid_size:
+            pos = resample_abs_pos_embed(pos, [H, W], list(self.grid_size), num_prefix_tokens=1)
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x.reshape(B, H * W, C)], dim=1)
+        return self.pos_drop(x + pos), (H, W)
+
+    def _block(self, block: nn.Module, x: torch.Tensor, feat_size: Tuple[int, int]) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return torch.utils.checkpoint.checkpoint(block, x, feat_size, use_reentrant=False)
+        return block(x, feat_size)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = self._embed(x)
+        for block in self.blocks:
+            x = self._block(block, x, size)
+        return self.norm(x)
+
+    def _format(self, x: torch.Tensor, output_fmt: str, size: Tuple[int, int]) -> torch.Tensor:
+        if output_fmt == 'NLC':
+            return x
+        maps = x[:, 1:].reshape(x.shape[0], *size, -1)
+        return maps.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else maps.contiguous()
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Block outputs at `indices`: patch tokens as NCHW/NHWC maps, or all tokens ('NLC'); `norm` applies the
+        final norm to each (timm's ViT semantics)."""
+        if output_fmt not in ('NCHW', 'NHWC', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC', got {output_fmt!r}")
+        taken, max_index = take_indices(len(self.blocks), indices)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
+        x, size = self._embed(x)
+        intermediates = []
+        for i, block in enumerate(blocks):
+            x = self._block(block, x, size)
+            if i in taken:
+                intermediates.append(self._format(self.norm(x) if norm else x, output_fmt, size))
+        if intermediates_only:
+            return intermediates
+        if len(blocks) == len(self.blocks):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        taken, max_index = take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return taken
+
+    # -- training helpers ------------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False):
+        return dict(stem=r'^cls_token|^pos_embed|^stem', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])
+
+
+def resize_deit_pos_embed(state_dict, model):
+    """Resample a square checkpoint `pos_embed` (1, 1 + n * n, C) to the model's grid where the sizes differ."""
+    v = state_dict.get('pos_embed')
+    if v is not None and v.shape != model.pos_embed.shape:
+        side = math.isqrt(v.shape[1] - 1)
+        state_dict['pos_embed'] = resample_abs_pos_embed(v, list(model.grid_size), [side, side], num_prefix_tokens=1)
+    return state_dict

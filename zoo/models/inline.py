@@ -1,0 +1,106 @@
+"""InLine attention (Han et al., "Bridging the Divide: Reconsidering Softmax and Linear Attention", NeurIPS 2024).
+
+The injective linear attention mixer (zoo/layers/attention/inline.py) composed into the authors' hosts:
+InLine-Swin = the Swin host with global InLine attention in the first blocks (per the authors' ATTN_TYPE)
+and Swin window attention elsewhere.
+Checkpoints: the authors' release (LeapLabTHU/InLine, {'model': state_dict} in the official Swin layout plus
+the InLine parameters) loads strictly. InLine itself has no position-dependent parameters; the window
+attention blocks' relative position tables are resampled by the Swin filter.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from timm.models import generate_default_cfgs
+
+from ..layers import InLineAttention
+from . import deit, pvt, swin
+from .agent import deit_rename, pvt_rename
+from ._builder import build_model, cfg, register_variants
+from ._hybrid import hybrid_swin_args
+
+__all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit']
+
+
+def checkpoint_filter_swin(state_dict, model):
+    """Authors' InLine-Swin release (official Swin layout + InLine terms) -> zoo Swin layout."""
+    return swin.checkpoint_filter_fn(state_dict, model)
+
+
+def checkpoint_filter_pvt(state_dict, model):
+    """Authors' InLine-PVT release -> zoo PVT layout; position embeddings resampled."""
+    return pvt.resize_pos_embeds(pvt_rename(state_dict), model)
+
+
+def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 2, 2), **kwargs):
+    return build_model(pvt.PVT, variant, pretrained, num_stages=len(depths), checkpoint_filter=checkpoint_filter_pvt,
+                       depths=depths, mixer_layer=InLineAttention, **kwargs)
+
+
+def checkpoint_filter_deit(state_dict, model):
+    """Authors' InLine-DeiT release -> zoo DeiT layout; position embedding resampled."""
+    return deit.resize_deit_pos_embed(deit_rename(state_dict), model)
+
+
+def _create_deit(variant: str, pretrained: bool = False, **kwargs):
+    return build_model(deit.DeiT, variant, pretrained, num_stages=3, checkpoint_filter=checkpoint_filter_deit,
+                       mixer_layer=InLineAttention, **kwargs)
+
+
+def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 6, 2),
+                 global_blocks: Sequence[int] = (2, 2, 6, 0), img_size=224, patch_size: int = 4, window_size=None,
+                 **kwargs):
+    args = hybrid_swin_args(depths, global_blocks, InLineAttention, img_size=img_size, patch_size=patch_size,
+                            window_size=window_size)
+    return build_model(swin.Swin, variant, pretrained, num_stages=len(depths),
+                       checkpoint_filter=checkpoint_filter_swin, **args, **kwargs)
+
+
+_URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
+default_cfgs = generate_default_cfgs({
+    'zoo_inline_swin_tiny.in1k': cfg(_URL.format('32810869fcc34410966b')),
+    'zoo_inline_swin_small.in1k': cfg(_URL.format('e9657fd247c04c7cb1a1')),
+    'zoo_inline_swin_base.in1k': cfg(_URL.format('bf23564bb64c420aafe1')),
+    # cfgs/inline_swin_b_384.yaml exists, its weights are not in the authors' release table
+    'zoo_inline_swin_base_384.in1k': cfg('', input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    'zoo_inline_pvt_tiny.in1k': cfg(_URL.format('90ac52b1555b401eb5e6')),
+    'zoo_inline_pvt_small.in1k': cfg(_URL.format('1ab953b2479d433080a3')),
+    'zoo_inline_pvt_medium.in1k': cfg(_URL.format('a72aec31e6084bc0a280')),
+    'zoo_inline_pvt_large.in1k': cfg(_URL.format('efd91318ba964f01b288')),
+    'zoo_inline_deit_tiny.in1k': cfg(_URL.format('1d6b8191ad6d4114b291'), pool_size=None),
+    'zoo_inline_deit_small.in1k': cfg(_URL.format('2f3898b07e9247f3beb3'), input_size=(3, 288, 288), pool_size=None),
+    'zoo_inline_deit_base.in1k': cfg(_URL.format('10bdd726d4b0435eb34e'), input_size=(3, 448, 448), pool_size=None),
+})
+
+# the authors' cfgs/inline_swin_*.yaml: global_blocks[i] = leading InLine blocks of stage i (ATTN_TYPE)
+_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+INLINE_SWIN_VARIANTS = {
+    'zoo_inline_swin_tiny': dict(**_T, global_blocks=(2, 2, 6, 0), drop_path_rate=0.2),      # IIIS
+    'zoo_inline_swin_small': dict(**_S, global_blocks=(2, 2, 0, 0), drop_path_rate=0.3),     # IISS
+    'zoo_inline_swin_base': dict(**_B, global_blocks=(2, 2, 2, 0), drop_path_rate=0.5),      # IIMS2
+    'zoo_inline_swin_base_384': dict(**_B, global_blocks=(2, 2, 2, 0), img_size=384, drop_path_rate=0.5),
+}
+
+register_variants(_create_swin, INLINE_SWIN_VARIANTS, __name__)
+
+# the authors' models/inline_pvt.py + cfgs/inline_pvt_*.yaml: PVT-v1 widths with twice the heads, InLine attention
+# in every stage (IIII, no spatial reduction), no final norm
+_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
+INLINE_PVT_VARIANTS = {
+    'zoo_inline_pvt_tiny': dict(**_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1),
+    'zoo_inline_pvt_small': dict(**_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
+    'zoo_inline_pvt_medium': dict(**_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
+    'zoo_inline_pvt_large': dict(**_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
+}
+register_variants(_create_pvt, INLINE_PVT_VARIANTS, __name__)
+
+# the authors' models/inline_deit.py + cfgs/inline_deit_*.yaml: own widths (not DeiT-S/B's), InLine in every block,
+# S trained at 288 and B at 448; drop_path 0.1 (config default)
+INLINE_DEIT_VARIANTS = {
+    'zoo_inline_deit_tiny': dict(embed_dim=192, num_heads=6, drop_path_rate=0.1),
+    'zoo_inline_deit_small': dict(embed_dim=320, num_heads=10, img_size=288, drop_path_rate=0.1),
+    'zoo_inline_deit_base': dict(embed_dim=384, num_heads=12, img_size=448, drop_path_rate=0.1),
+}
+register_variants(_create_deit, INLINE_DEIT_VARIANTS, __name__)

@@ -1,0 +1,154 @@
+"""PVT-v1 host (Wang et al., ICCV 2021): a 4-stage pyramid of conv patch embeddings with learned absolute
+position embeddings, each stage a stack of pre-norm transformer blocks around a token mixer.
+
+The host takes its mixer as an argument (Agent-PVT, InLine-PVT are this host with the agent / InLine mixer;
+zoo/models/agent.py and inline.py register them). Maps are channels-last (B, H, W, C); the mixer is called
+as mixer_layer(dim=, num_heads=, window_size=<the stage's map at the built size>, shift_size=(0, 0),
+qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]) and sees the whole map.
+Position embeddings are stored at the built size and resampled bilinearly (as the authors do) for any
+other (H, W), on the fly and by `set_input_size` / the checkpoint filters.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, to_2tuple, trunc_normal_
+
+from ..layers import PatchEmbed
+from ._base import Backbone, Stage
+from .swin import Swin, SwinBlock
+
+__all__ = ['PVT', 'PvtEmbed', 'resize_pos_embed']
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, old_size: Tuple[int, int], new_size: Tuple[int, int]) -> torch.Tensor:
+    """(1, H0 * W0, C) -> (1, H * W, C), bilinear with align_corners=False (the authors' resampling)."""
+    if tuple(old_size) == tuple(new_size):
+        return pos_embed
+    C = pos_embed.shape[-1]
+    grid = pos_embed.reshape(1, *old_size, C).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=tuple(new_size), mode='bilinear', align_corners=False)
+    return grid.flatten(2).transpose(1, 2)
+
+
+class PvtEmbed(PatchEmbed):
+    """Conv patch embedding + LayerNorm + learned absolute position embedding, NCHW or NHWC in, NHWC out."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, grid_size: Tuple[int, int],
+                 in_fmt: str = 'NCHW', drop_rate: float = 0.):
+        super().__init__(patch_size, in_chans, embed_dim, norm_layer=nn.LayerNorm)
+        self.in_fmt = in_fmt
+        self.grid_size = tuple(grid_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1], embed_dim))
+        trunc_normal_(self.pos_embed, std=.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+
+    def set_grid_size(self, grid_size: Tuple[int, int]) -> None:
+        grid_size = tuple(grid_size)
+        with torch.no_grad():
+            pos = resize_pos_embed(self.pos_embed, self.grid_size, grid_size)
+        self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
+        self.grid_size = grid_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_fmt == 'NHWC':
+            x = x.permute(0, 3, 1, 2)
+        x = super().forward(x)
+        B, H, W, C = x.shape
+        pos = resize_pos_embed(self.pos_embed, self.grid_size, (H, W)).reshape(1, H, W, C)
+        return self.pos_drop(x + pos)
+
+
+class PVT(Backbone):
+    output_fmt = 'NHWC'
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: int = 4,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dims: Sequence[int] = (64, 128, 320, 512),
+            depths: Sequence[int] = (2, 2, 2, 2),
+            num_heads: Sequence[int] = (1, 2, 5, 8),
+            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
+            final_norm: bool = False,
+            mixer_layer: Optional[Callable] = None,
+            mixer_args: Optional[Sequence[Dict]] = None,
+    ):
+        """
+        Args:
+            mixer_layer: token mixer class (see module doc); required.
+            mixer_args: extra mixer keyword arguments, one dict per stage.
+            final_norm: a LayerNorm after the last stage (PVT-v1 has one; Agent-/InLine-PVT drop it).
+        """
+        super().__init__()
+        if mixer_layer is None:
+            raise ValueError('PVT is a host: pass the token mixer as mixer_layer')
+        num_stages = len(depths)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = patch_size
+        self.min_input_size = (patch_size * 2 ** (num_stages - 1),) * 2
+        self.num_features = embed_dims[-1]
+        mixer_args = mixer_args or [{}] * num_stages
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        feat_sizes = self._feat_sizes(self.img_size, num_stages)
+
+        self.stem = PvtEmbed(patch_size, in_chans, embed_dims[0], feat_sizes[0], 'NCHW', drop_rate)
+        stages, self.feature_info = [], []
+        for i, feat_size in enumerate(feat_sizes):
+            blocks = [
+                SwinBlock(embed_dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size,
+                          mixer_layer=mixer_layer, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias,
+                          proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i][j].item(),
+                          norm_layer=norm_layer, **mixer_args[i])
+                for j in range(depths[i])
+            ]
+            down = PvtEmbed(2, embed_dims[i - 1], embed_dims[i], feat_size, 'NHWC', drop_rate) if i > 0 else None
+            stages.append(Stage(blocks, down))
+            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features) if final_norm else nn.Identity()
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt='NHWC')
+        self.apply(self._init_weights)
+
+    _init_weights = staticmethod(Swin._init_weights)  # same init and stage sizes as the Swin host
+    _feat_sizes = Swin._feat_sizes
+
+    def set_input_size(self, img_size=None, **kwargs) -> None:
+        """Set the resolution the model is built for: position embeddings and mixer position terms are resampled."""
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
+        self.stem.set_grid_size(feat_sizes[0])
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                stage.downsample.set_grid_size(feat_sizes[i])
+            for block in stage.blocks:
+                block.set_input_size(feat_sizes[i], feat_sizes[i])
+
+
+def resize_pos_embeds(state_dict, model):
+    """Resample `*.pos_embed` (1, H0 * W0, C) entries to the model's grids where the token counts differ
+    (square grids in the checkpoint, as the authors train)."""
+    own = model.state_dict()
+    for k, v in state_dict.items():
+        if k.endswith('pos_embed') and k in own and own[k].shape != v.shape:
+            side = math.isqrt(v.shape[1])
+            state_dict[k] = resize_pos_embed(v, (side, side), model.get_submodule(k[:-len('.pos_embed')]).grid_size)
+    return state_dict
