@@ -2,3 +2,4 @@
 from . import swin
 from . import agent
 from . import inline
+from . import biformer, litv2
