@@ -3,3 +3,4 @@ from . import swin
 from . import agent
 from . import inline
 from . import biformer, litv2
+from . import l2vit

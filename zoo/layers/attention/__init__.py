@@ -9,3 +9,4 @@ from .agent import AgentAttention, agent_attention, agent_position_biases, resiz
 from .inline import InLineAttention, dynamic_depthwise_conv, inline_attention
 from .routing import AttentionLePE, BiLevelRoutingAttention, region_routing, routing_attention
 from .hilo import HiLo, hifi_attention, lofi_attention
+from .linear import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, relu_linear_attention
