@@ -4,3 +4,4 @@ from . import agent
 from . import inline
 from . import biformer, litv2
 from . import l2vit
+from . import focalnet, poolformer, shvit

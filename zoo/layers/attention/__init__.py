@@ -10,3 +10,4 @@ from .inline import InLineAttention, dynamic_depthwise_conv, inline_attention
 from .routing import AttentionLePE, BiLevelRoutingAttention, region_routing, routing_attention
 from .hilo import HiLo, hifi_attention, lofi_attention
 from .linear import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, relu_linear_attention
+from .single_head import SingleHeadAttention, single_head_attention

@@ -1,0 +1,49 @@
+"""Conv-BatchNorm building blocks for the conv-heavy efficient families (SHViT, ...): conv-BN(-act) units,
+a strided conv stem and a conv-BN MLP. Built on timm's ConvNormAct (keys `conv`, `bn`)."""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from timm.layers import ConvNormAct
+
+__all__ = ['conv_bn', 'ConvStem', 'ConvBnMlp']
+
+
+def conv_bn(in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
+            act_layer: Optional[Callable] = None, bn_weight_init: float = 1.) -> ConvNormAct:
+    """Conv (no bias, 'same'-style padding k // 2) -> BatchNorm [-> act]; bn_weight_init 0 makes a residual
+    branch start as identity."""
+    m = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
+                    apply_act=act_layer is not None, act_layer=act_layer)
+    nn.init.constant_(m.bn.weight, bn_weight_init)
+    nn.init.zeros_(m.bn.bias)
+    return m
+
+
+class ConvStem(nn.Sequential):
+    """num_layers x (3x3 stride-2 conv-BN), act between (not after the last): an overlapping patchify stem of
+    stride 2 ** num_layers with widths out_chs / 2 ** (num_layers - 1 - i). Any H, W (output ceil(H / stride))."""
+
+    def __init__(self, in_chs: int, out_chs: int, num_layers: int = 4, act_layer: Callable = nn.ReLU,
+                 widths: Optional[Sequence[int]] = None):
+        widths = widths or [out_chs // 2 ** (num_layers - 1 - i) for i in range(num_layers)]
+        layers = []
+        for i, w in enumerate(widths):
+            layers.append(conv_bn(in_chs, w, 3, stride=2, act_layer=act_layer if i < num_layers - 1 else None))
+            in_chs = w
+        super().__init__(*layers)
+        self.stride = 2 ** num_layers
+
+
+class ConvBnMlp(nn.Module):
+    """1x1 conv-BN -> act -> 1x1 conv-BN (BN weight of the last starts at 0) on NCHW maps. Keys pw1, pw2."""
+
+    def __init__(self, dim: int, hidden: int, act_layer: Callable = nn.ReLU):
+        super().__init__()
+        self.pw1 = conv_bn(dim, hidden, act_layer=act_layer)
+        self.pw2 = conv_bn(hidden, dim, bn_weight_init=0.)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw2(self.pw1(x))
