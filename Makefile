@@ -5,8 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 CORE   := $(VENV)/.zoo-core
+MM     := $(VENV)/.zoo-mm
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup mm demo test test-slow clean
 
 setup: $(CORE)
 
@@ -19,10 +20,17 @@ $(CORE): pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup
+# OpenMMLab stack (mmdet/mmseg + mmcv with ops) for zoo.integrations; see tools/install_mm.sh
+mm: $(MM)
+
+$(MM): $(CORE) tools/install_mm.sh
+	bash tools/install_mm.sh $(PY)
+	touch $@
+
+test: setup $(MM)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: setup
+test-slow: setup $(MM)
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
 
 clean:
