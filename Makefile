@@ -5,9 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 CORE   := $(VENV)/.zoo-core
-MM     := $(VENV)/.zoo-mm
+NATTEN := $(VENV)/.zoo-natten
 
-.PHONY: setup mm demo test test-slow clean
+.PHONY: setup demo test test-slow clean
 
 setup: $(CORE)
 
@@ -20,17 +20,17 @@ $(CORE): pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
-# OpenMMLab stack (mmdet/mmseg + mmcv with ops) for zoo.integrations; see tools/install_mm.sh
-mm: $(MM)
+# NATTEN (fused neighborhood-attention kernels, optional; its wheel builds in ~15 s, tests skip its parity checks without it)
+natten: $(NATTEN)
 
-$(MM): $(CORE) tools/install_mm.sh
-	bash tools/install_mm.sh $(PY)
+$(NATTEN): $(CORE)
+	$(PIP) --no-build-isolation 'natten>=0.21,<0.22'
 	touch $@
 
-test: setup $(MM)
+test: setup $(NATTEN)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: setup $(MM)
+test-slow: setup $(NATTEN)
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
 
 clean:

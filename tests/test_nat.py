@@ -1,0 +1,153 @@
+"""NAT / DiNAT and neighborhood attention: every backend against the reference (forward and backward), gradcheck,
+NATTEN parity (when installed), and the authors' model outputs through the checkpoint filter.
+
+Fixture `tests/fixtures/nat_authors_tiny.pt` was produced once, outside this repository, like this:
+  1. fetched SHI-Labs/Neighborhood-Attention-Transformer (commit d334f5b) and ran its unmodified
+     `classification/nat.py` (`NAT`, the class DiNAT also uses) with torch 2.14.1 / timm 1.0.31;
+  2. `import natten` resolved to a throwaway stand-in for NATTEN 0.14.6 (the version the released code targets):
+     `NeighborhoodAttention2D` as NATTEN 0.14.6 defines it (qkv / rpb / proj; maps smaller than
+     kernel * dilation zero-padded bottom/right before qkv and cropped after), with `natten2dqkrpb` /
+     `natten2dav` written as naive per-query Python loops using NATTEN's own window-start and rpb-start
+     formulas (get_window_start / get_pb_start of its CPU kernels) - an implementation independent of zoo's;
+  3. built NAT(embed_dim=8, mlp_ratio=2, depths=[2, 2, 2, 1], num_heads=[1, 2, 2, 4], kernel_size=3,
+     dilations=[[1, 8], [1, 4], [1, 2], [1]], layer_scale=0.5, drop_path_rate=0, num_classes=10) after
+     torch.manual_seed(0), set every parameter to randn * 0.2 (matrices) / randn * 0.5 (vectors; norm weights
+     +1), eval mode;
+  4. inputs from torch.Generator().manual_seed(1): `input` randn(2, 3, 96, 112) (stage maps 24x28 ... 3x4: every
+     map fits kernel * dilation, dilation groups of unequal length) and `input_small` randn(1, 3, 64, 72)
+     (4x5 and 2x3 maps: the authors' module pads);
+  5. saved {'model': their state_dict (their key names), 'config', 'input', 'output', 'input_small',
+     'output_small'} with torch.save (fp32, 0.7 MB).
+"""
+import os
+import warnings
+
+import pytest
+import timm
+import torch
+
+from zoo.layers.attention import force_backend, na1d, na2d, neighborhood_attention
+from zoo.layers.attention.neighborhood import NeighborhoodAttention2D, natten_available
+
+FIXTURE = os.path.join(os.path.dirname(__file__), 'fixtures', 'nat_authors_tiny.pt')
+
+
+def _inputs(B, H, W, heads, d, k, rpb, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, key, v = (torch.randn(B, H, W, heads, d, generator=g, dtype=dtype).requires_grad_() for _ in range(3))
+    table = torch.randn(heads, 2 * k - 1, 2 * k - 1, generator=g, dtype=dtype).requires_grad_() if rpb else None
+    return q, key, v, table
+
+
+def _run(backend, q, k, v, kernel, dilation, rpb):
+    with force_backend(backend, op='neighborhood'):
+        out = na2d(q, k, v, kernel, dilation, rpb=rpb)
+    leaves = [t for t in (q, k, v, rpb) if t is not None]
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1])).sum(), leaves)
+    return out, grads
+
+
+# kernel 3/7/13, dilation 1/2/4, non-square maps (sizes not multiples of the dilation), rpb on/off
+CASES = [(3, 1, 9, 14), (3, 2, 11, 8), (3, 4, 13, 17), (7, 1, 10, 15), (7, 2, 16, 19), (7, 4, 29, 30),
+         (13, 1, 15, 20), (13, 2, 27, 26), (13, 4, 53, 55)]
+
+
+@pytest.mark.parametrize('rpb', [False, True])
+@pytest.mark.parametrize('kernel,dilation,H,W', CASES)
+def test_cpu_backend_matches_reference(kernel, dilation, H, W, rpb):
+    q, k, v, table = _inputs(2, H, W, 2, 4, kernel, rpb)
+    ref, ref_grads = _run('reference', q, k, v, kernel, dilation, table)
+    out, grads = _run('cpu', q, k, v, kernel, dilation, table)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+
+
+def test_rectangular_kernel_and_1d():
+    q, k, v, _ = _inputs(1, 12, 9, 2, 4, 3, False)
+    rpb = torch.randn(2, 9, 5, requires_grad=True)
+    ref, _ = _run('reference', q, k, v, (5, 3), (2, 3), rpb)
+    out, _ = _run('cpu', q, k, v, (5, 3), (2, 3), rpb)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    # 1-D: the 2-D op on an L x 1 map with a k x 1 kernel; check against an explicit loop
+    q1, k1, v1 = (torch.randn(2, 11, 2, 4) for _ in range(3))
+    rpb1 = torch.randn(2, 5)
+    out1 = na1d(q1, k1, v1, 3, 2, rpb=rpb1)
+    for i in range(11):
+        g, n, L = i % 2, i // 2, len(range(i % 2, 11, 2))
+        s = min(max(n - 1, 0), L - 3)
+        keys = [g + (s + a) * 2 for a in range(3)]
+        logits = torch.einsum('bhd,bkhd->bhk', q1[:, i] * 4 ** -0.5, k1[:, keys])
+        logits = logits + rpb1[:, [s + a - n + 2 for a in range(3)]]
+        ref_i = torch.einsum('bhk,bkhd->bhd', logits.softmax(-1), v1[:, keys])
+        torch.testing.assert_close(out1[:, i], ref_i, atol=1e-5, rtol=0)
+
+
+def test_gradcheck_cpu_float64():
+    q, k, v, rpb = _inputs(1, 7, 9, 2, 3, 3, True, dtype=torch.float64)
+    with force_backend('cpu', op='neighborhood'):
+        assert torch.autograd.gradcheck(lambda *t: na2d(*t[:3], 3, (2, 1), rpb=t[3]), (q, k, v, rpb))
+
+
+def test_dispatch_and_errors():
+    q = torch.randn(1, 8, 8, 2, 4)
+    assert neighborhood_attention.select(q, q, q, (3, 3), (1, 1), None, None) == 'cpu'
+    with pytest.raises(ValueError, match='kernel_size \\* dilation'):
+        na2d(q, q, q, 3, 3)
+    with pytest.raises(ValueError, match='rpb must have shape'):
+        na2d(q, q, q, 3, 1, rpb=torch.zeros(2, 3, 3))
+
+
+def test_module_small_maps():
+    torch.manual_seed(0)
+    m = NeighborhoodAttention2D(16, 2, kernel_size=7, dilation=4).eval()
+    assert m.effective(30, 13) == ((4, 1), (30, 13))  # dilation clipped to fit, 13 >= 7 * 1
+    assert m.effective(5, 9) == ((1, 1), (7, 9))  # smaller than the kernel: padded
+    x = torch.randn(2, 5, 9, 16)
+    assert torch.isfinite(m(x)).all()
+    m.small_map = 'pad'
+    assert m.effective(5, 9) == ((4, 4), (28, 28))
+
+
+@pytest.mark.skipif(not natten_available(), reason='natten not installed')
+@pytest.mark.parametrize('kernel,dilation,H,W', [(3, 2, 11, 8), (7, 1, 10, 15), (5, 3, 16, 17)])
+def test_natten_parity(kernel, dilation, H, W):
+    """zoo's cpu path against natten.na2d (NATTEN >= 0.20 has no rpb). Forward: NATTEN's CPU path (flex_attention)
+    has no backward on CPU, so gradients are held to the reference above, which equals NATTEN's forward here."""
+    import natten
+    q, k, v, _ = _inputs(1, H, W, 2, 8, kernel, False)
+    q, k, v = q.detach(), k.detach(), v.detach()
+    with force_backend('cpu', op='neighborhood'):
+        out = na2d(q, k, v, kernel, dilation)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref = natten.na2d(q, k, v, kernel_size=kernel, dilation=dilation)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def _authors_model(fixture, **kwargs):
+    c = fixture['config']
+    return timm.create_model(
+        'zoo_dinat_mini', pretrained=True, pretrained_cfg_overlay=dict(file=FIXTURE, num_classes=c['num_classes']),
+        embed_dim=c['embed_dim'], mlp_ratio=c['mlp_ratio'], depths=c['depths'], num_heads=c['num_heads'],
+        kernel_size=c['kernel_size'], dilations=c['dilations'], layer_scale=c['layer_scale'],
+        num_classes=c['num_classes'], **kwargs).eval()
+
+
+@torch.no_grad()
+def test_authors_checkpoint_and_outputs():
+    fixture = torch.load(FIXTURE, weights_only=True)
+    model = _authors_model(fixture)  # strict load of the authors' key layout through the filter
+    torch.testing.assert_close(model(fixture['input']), fixture['output'], atol=1e-4, rtol=0)
+    # small maps: the authors' NATTEN 0.14 module pads to kernel * dilation; zoo does the same with small_map='pad'
+    padded = _authors_model(fixture, small_map='pad')
+    torch.testing.assert_close(padded(fixture['input_small']), fixture['output_small'], atol=1e-4, rtol=0)
+    assert torch.isfinite(model(fixture['input_small'])).all()  # default: dilation clipped instead
+
+
+def test_wrong_variant_checkpoint_is_a_clear_error(tmp_path):
+    fixture = torch.load(FIXTURE, weights_only=True)
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'model': fixture['model']}, path)
+    with pytest.raises(ValueError, match='does not fit'):
+        timm.create_model('zoo_nat_mini', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))

@@ -1,0 +1,338 @@
+"""Neighborhood attention (NAT / DiNAT): each query attends its k x k nearest neighbours, optionally dilated.
+
+Functional API, shaped like NATTEN's (>= 0.20) `na2d` / `na1d`:
+
+    na2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=None)   q, k, v: (B, H, W, heads, d) -> (B, H, W, heads, d)
+    na1d(q, k, v, kernel_size, dilation=1, rpb=None, scale=None)   q, k, v: (B, L, heads, d)    -> (B, L, heads, d)
+
+Tensors are channels-last with heads before the head dim ("heads-last" in NATTEN's words), the layout a qkv
+Linear produces without a permute. `kernel_size` / `dilation` are ints or per-axis pairs; the attention is
+non-causal. `rpb` is an optional relative position bias table of shape (heads, 2*kh - 1, 2*kw - 1) (1-D:
+(heads, 2k - 1)), the NAT/DiNAT (NATTEN <= 0.17) `rpb` parameter, added to the logits.
+
+Semantics, exactly NATTEN's (`natten2dqkrpb` / `natten2dav` and the fused kernels agree on them):
+
+* Dilation groups: along an axis of length L with dilation d, position i belongs to group g = i % d; each group
+  is the sub-grid g, g + d, g + 2d, ... of length ceil((L - g) / d), and neighborhood attention runs on each
+  group independently (so when L is not a multiple of d the groups differ in length by one, as in NATTEN).
+* Borders: inside its group, query n attends keys [s, s + k) with s = clamp(n - k // 2, 0, L_g - k): the window
+  shifts inward at the edges, so every query sees exactly k (per axis) real neighbours. This needs every group
+  to hold at least k positions, i.e. L >= k * d per axis (NATTEN's requirement); smaller maps are an error
+  here and are handled by the module (`NeighborhoodAttention2D`: dilation clipping and/or zero padding).
+* Relative position bias: the logit of query n and key m of a group gets rpb[h, (m - n) + k - 1] per axis
+  (offsets measured in group steps, i.e. after dividing by the dilation).
+
+Backends (`force_backend(name, op='neighborhood')` picks one):
+
+* 'reference': explicit neighbourhood gather through index tensors. Obviously correct, O(HW k^2 d) memory:
+  for tests and small sizes only.
+* 'cpu' (default off-GPU, generic everywhere): each dilation group is cut into T x T query tiles; the union of
+  the neighbourhoods of a tile is a (T + k - 1)^2 rectangle (windows shift inward, so it never leaves the
+  map), which is gathered once and attended densely by `scaled_dot_product_attention` with an additive
+  mask that encodes the exact neighbourhood (+ rpb). The full HW x HW score matrix never exists: memory is
+  O(HW (T + k - 1)^2) with T ~ k. Exact, differentiable (rpb included).
+* 'natten': NATTEN's fused kernels (`natten.na2d`), for CUDA tensors when NATTEN imports and no rpb is
+  passed (NATTEN >= 0.20 has no rpb). Models trained with rpb (the released NAT/DiNAT) take the other paths.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import to_2tuple, trunc_normal_
+
+from .dispatch import AttentionOp
+
+__all__ = ['neighborhood_attention', 'na2d', 'na1d', 'natten_available', 'NeighborhoodAttention2D',
+           'clip_dilation']
+
+IntOr2 = Union[int, Tuple[int, int]]
+
+neighborhood_attention = AttentionOp(
+    'neighborhood',
+    """2-D neighborhood attention (NATTEN semantics), see zoo.layers.attention.neighborhood.
+
+    Called as (q, k, v, kernel_size, dilation, rpb, scale) with q, k, v: (B, H, W, heads, d), kernel_size and
+    dilation (kh, kw) tuples, rpb None or (heads, 2kh-1, 2kw-1), scale a float. Returns (B, H, W, heads, d).""",
+)
+
+
+# --- index math shared by every backend ------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _axis_neighbors(length: int, kernel: int, dilation: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(L, k) key positions and (L, k) rpb indices (0 .. 2k-2) of every query position along one axis."""
+    i = torch.arange(length)
+    group = i % dilation
+    n = i // dilation
+    group_len = (length - group + dilation - 1) // dilation
+    start = torch.minimum((n - kernel // 2).clamp(min=0), group_len - kernel)
+    steps = start[:, None] + torch.arange(kernel)  # L, k (in group steps)
+    return group[:, None] + steps * dilation, steps - n[:, None] + kernel - 1
+
+
+def _check(q: torch.Tensor, kernel_size: Tuple[int, int], dilation: Tuple[int, int], rpb: Optional[torch.Tensor]):
+    if q.ndim != 5:
+        raise ValueError(f'neighborhood attention expects (B, H, W, heads, d) tensors, got shape {tuple(q.shape)}')
+    for size, k, d, axis in zip(q.shape[1:3], kernel_size, dilation, 'HW'):
+        if k < 1 or d < 1:
+            raise ValueError(f'kernel size and dilation must be positive, got kernel {k}, dilation {d}')
+        if size < k * d:
+            raise ValueError(f'neighborhood attention needs {axis} >= kernel_size * dilation = {k} * {d}, got {size} '
+                             f'(pad the map or clip the dilation, as NeighborhoodAttention2D does)')
+    if rpb is not None:
+        want = (q.shape[3], 2 * kernel_size[0] - 1, 2 * kernel_size[1] - 1)
+        if tuple(rpb.shape) != want:
+            raise ValueError(f'rpb must have shape (heads, 2kh-1, 2kw-1) = {want}, got {tuple(rpb.shape)}')
+
+
+def _scale(q: torch.Tensor, scale: Optional[float]) -> float:
+    return q.shape[-1] ** -0.5 if scale is None else scale
+
+
+# --- reference ------------------------------------------------------------------------------------------
+@neighborhood_attention.register('reference', priority=0)
+def _na_reference(q, k, v, kernel_size, dilation, rpb=None, scale=None):
+    B, H, W, heads, d = q.shape
+    (kh, kw), (dh, dw) = kernel_size, dilation
+    rows, rpb_rows = (t.to(q.device) for t in _axis_neighbors(H, kh, dh))  # H, kh
+    cols, rpb_cols = (t.to(q.device) for t in _axis_neighbors(W, kw, dw))  # W, kw
+    r, c = rows[:, None, :, None], cols[None, :, None, :]  # H, W, kh, kw
+    keys, values = k[:, r, c], v[:, r, c]  # B, H, W, kh, kw, heads, d
+    attn = torch.einsum('bxyhd,bxyijhd->bxyhij', q * _scale(q, scale), keys)
+    if rpb is not None:
+        attn = attn + rpb[:, rpb_rows[:, None, :, None], rpb_cols[None, :, None, :]].permute(1, 2, 0, 3, 4)
+    attn = attn.flatten(-2).softmax(-1).view_as(attn)
+    return torch.einsum('bxyhij,bxyijhd->bxyhd', attn, values)
+
+
+# --- cpu / generic: tiled dense attention over neighbourhood-union rectangles ------------------------------
+def _tile_size(kernel: int, length: int) -> int:
+    return max(2, min(kernel, length))
+
+
+@functools.lru_cache(maxsize=128)
+def _axis_tiles(length: int, kernel: int, dilation: int, tile: int):
+    """Tiling of one axis in dilation-group coordinates (groups are padded to the longest one).
+
+    Returns (group_len, rect, rect_starts, inverse, valid, rpb_index):
+      group_len: the longest group's length; rect: key rectangle length per tile;
+      rect_starts: list of each tile's rectangle start (group positions; never leaves the group);
+      valid (u, tile, rect) bool / rpb_index (u, tile, rect) long: the u distinct (query, rectangle position)
+        patterns of this axis (interior tiles share one), and inverse (d, num_tiles) picks the pattern of
+        every (group, tile).
+    """
+    glen = -(-length // dilation)
+    num_tiles = -(-glen // tile)
+    rect = min(tile + kernel - 1, glen)
+    t0 = torch.arange(num_tiles) * tile
+    rect_start = (t0 - kernel // 2).clamp(min=0).clamp(max=glen - rect)
+    n = t0[:, None] + torch.arange(tile)  # num_tiles, tile: query group positions (may run past the group)
+    g = torch.arange(dilation)
+    true_len = ((length - g + dilation - 1) // dilation)[:, None, None]  # d, 1, 1
+    start = torch.minimum((n - kernel // 2).clamp(min=0), true_len - kernel)  # d, num_tiles, tile
+    m = rect_start[None, :, None, None] + torch.arange(rect)  # 1, num_tiles, 1, rect
+    rel = m - start[..., None]
+    valid = (rel >= 0) & (rel < kernel) & (m < true_len[..., None])
+    rpb_index = torch.where(valid, m - n[None, :, :, None] + kernel - 1, torch.zeros_like(m))
+    code = torch.cat([valid.long(), rpb_index], -1).flatten(2).flatten(0, 1)  # d * num_tiles, 2 * tile * rect
+    uniq, inverse = torch.unique(code, dim=0, return_inverse=True)
+    uniq = uniq.view(-1, tile, 2 * rect)
+    return glen, rect, rect_start.tolist(), inverse.view(dilation, num_tiles), \
+        uniq[..., :rect].bool(), uniq[..., rect:]
+
+
+def _to_groups(x: torch.Tensor, dh: int, dw: int, gh: int, gw: int) -> torch.Tensor:
+    """(B, H, W, heads, d) -> (B, dh, dw, gh, gw, heads, d), zero-padding H, W up to dh * gh, dw * gw."""
+    B, H, W, heads, d = x.shape
+    if (H, W) != (dh * gh, dw * gw):
+        x = F.pad(x, (0, 0, 0, 0, 0, dw * gw - W, 0, dh * gh - H))
+    if dh == dw == 1:
+        return x.view(B, 1, 1, gh, gw, heads, d)
+    return x.view(B, gh, dh, gw, dw, heads, d).permute(0, 2, 4, 1, 3, 5, 6)
+
+
+def _tile_mask(rpb, heads, dtype, device, axis_h, axis_w):
+    """(dh * dw * nth * ntw, heads, th * tw, rh * rw) additive mask: -inf outside each query's neighbourhood, rpb
+    inside. Built for the few distinct tile patterns, then expanded to every tile by one gather."""
+    inv_h, valid_h, rpb_h = axis_h
+    inv_w, valid_w, rpb_w = axis_w
+    uh, th, rh = valid_h.shape
+    uw, tw, rw = valid_w.shape
+    valid = valid_h.view(uh, 1, th, 1, rh, 1) & valid_w.view(1, uw, 1, tw, 1, rw)  # uh, uw, th, tw, rh, rw
+    if rpb is not None:
+        mask = rpb[:, rpb_h.view(uh, 1, th, 1, rh, 1), rpb_w.view(1, uw, 1, tw, 1, rw)].transpose(0, 1).transpose(1, 2)
+        mask = mask.masked_fill(~valid.unsqueeze(2), float('-inf')).to(dtype)  # uh, uw, heads, th, tw, rh, rw
+    else:
+        mask = torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill_(~valid, float('-inf'))
+        mask = mask.unsqueeze(2)  # heads broadcast
+    mask = mask.reshape(uh, uw, mask.shape[2], th * tw, rh * rw)
+    full = mask[inv_h[:, None, :, None], inv_w[None, :, None, :]]  # dh, dw, nth, ntw, heads|1, L, S
+    return full.flatten(0, 3)
+
+
+def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
+    B, H, W, heads, d = q.shape
+    (kh, kw), (dh, dw) = kernel_size, dilation
+    th, tw = tile or (_tile_size(kh, H // dh), _tile_size(kw, W // dw))
+    dev = q.device
+    gh, rh, starts_h, *axis_h = _axis_tiles(H, kh, dh, th)
+    gw, rw, starts_w, *axis_w = _axis_tiles(W, kw, dw, tw)
+    axis_h, axis_w = [t.to(dev) for t in axis_h], [t.to(dev) for t in axis_w]
+    nth, ntw = len(starts_h), len(starts_w)
+    G = dh * dw * nth * ntw * heads  # SDPA "heads": (group, tile, head), so the mask broadcasts over the batch
+
+    # queries: (B, dh, dw, gh, gw, heads, d) -> (B, G, th * tw, d) tiles
+    qg = _to_groups(q, dh, dw, gh, gw)
+    if (nth * th, ntw * tw) != (gh, gw):
+        qg = F.pad(qg, (0, 0, 0, 0, 0, ntw * tw - gw, 0, nth * th - gh))
+    qt = qg.reshape(B, dh, dw, nth, th, ntw, tw, heads, d).permute(0, 1, 2, 3, 5, 7, 4, 6, 8).reshape(B, G, th * tw, d)
+
+    # keys / values: each tile's (rh, rw) rectangle, (B, G, rh * rw, d)
+    def rects(x):
+        x = _to_groups(x, dh, dw, gh, gw)
+        x = torch.stack([x.narrow(3, s, rh) for s in starts_h], 3)  # B, dh, dw, nth, rh, gw, heads, d
+        x = torch.stack([x.narrow(5, s, rw).permute(0, 1, 2, 3, 6, 4, 5, 7) for s in starts_w], 4)
+        return x.view(B, G, rh * rw, d)  # from B, dh, dw, nth, ntw, heads, rh, rw, d
+
+    mask = _tile_mask(rpb, heads, q.dtype, dev, axis_h, axis_w)  # tiles, heads or 1, L, S
+    mask = mask.expand(-1, heads, -1, -1).reshape(1, G, th * tw, rh * rw)
+    out = F.scaled_dot_product_attention(qt, rects(k), rects(v), attn_mask=mask, scale=_scale(q, scale))
+    out = out.view(B, dh, dw, nth, ntw, heads, th, tw, d).permute(0, 3, 6, 1, 4, 7, 2, 5, 8)
+    # (B, nth, th, dh, ntw, tw, dw, heads, d): group position n = tile * th + t, map position = n * dh + g
+    out = out.reshape(B, nth * th, dh, ntw * tw, dw, heads, d)[:, :gh, :, :gw]
+    return out.reshape(B, gh * dh, gw * dw, heads, d)[:, :H, :W]
+
+
+@neighborhood_attention.register('cpu', priority=10)
+def _na_cpu(q, k, v, kernel_size, dilation, rpb=None, scale=None):
+    return _na_tiled(q, k, v, kernel_size, dilation, rpb, scale)
+
+
+# --- NATTEN (fused kernels, CUDA, no rpb) -------------------------------------------------------------------
+_NATTEN_MIN = (0, 20)
+
+
+@functools.lru_cache(maxsize=1)
+def _natten():
+    """The `natten` module when it imports and is new enough (>= 0.20, heads-last `na2d`), else None.
+
+    One warning on failure; the other backends cover every call, so NATTEN is never required."""
+    try:
+        import natten
+        version = tuple(int(p) for p in natten.__version__.split('+')[0].split('.')[:2])
+        if version < _NATTEN_MIN:
+            raise ImportError(f'natten {natten.__version__} is older than {".".join(map(str, _NATTEN_MIN))}')
+        natten.na2d  # noqa: B018  (the API this adapter uses)
+        return natten
+    except Exception as e:  # ImportError, or a binary built for another torch
+        if not isinstance(e, ModuleNotFoundError):
+            warnings.warn(f'zoo: NATTEN is installed but unusable ({e}); neighborhood attention uses the zoo '
+                          f'backends', RuntimeWarning)
+        return None
+
+
+def natten_available() -> bool:
+    return _natten() is not None
+
+
+@neighborhood_attention.register(
+    'natten', priority=20,
+    supports=lambda q, k, v, kernel_size, dilation, rpb=None, scale=None: (
+        q.is_cuda and rpb is None and natten_available()))
+def _na_natten(q, k, v, kernel_size, dilation, rpb=None, scale=None):
+    return _natten().na2d(q, k, v, kernel_size=tuple(kernel_size), dilation=tuple(dilation), scale=_scale(q, scale))
+
+
+# --- functional API -----------------------------------------------------------------------------------------
+def na2d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: IntOr2, dilation: IntOr2 = 1,
+         rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+    """2-D neighborhood attention on (B, H, W, heads, d) tensors; see the module docstring for the semantics."""
+    kernel_size, dilation = to_2tuple(kernel_size), to_2tuple(dilation)
+    _check(q, kernel_size, dilation, rpb)
+    scale = _scale(q, scale)
+    if torch.jit.is_tracing():
+        # FLOP counting (fvcore traces the model): the reference backend's two einsums are exactly the MACs the
+        # NAT/DiNAT papers (NATTEN's counter) report, q.k and attn.v over each query's neighbourhood; the cpu
+        # path's tiles would be counted with their masked-out keys.
+        return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale, backend='reference')
+    return neighborhood_attention(q, k, v, kernel_size, dilation, rpb, scale)
+
+
+def na1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int = 1,
+         rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None) -> torch.Tensor:
+    """1-D neighborhood attention on (B, L, heads, d) tensors; rpb (heads, 2k - 1). The 2-D op with a k x 1 kernel."""
+    out = na2d(q.unsqueeze(2), k.unsqueeze(2), v.unsqueeze(2), (kernel_size, 1), (dilation, 1),
+               None if rpb is None else rpb.unsqueeze(-1), scale)
+    return out.squeeze(2)
+
+
+# --- module -------------------------------------------------------------------------------------------------
+def clip_dilation(size: int, kernel: int, dilation: int) -> int:
+    """The largest dilation <= `dilation` that fits `size` (size >= kernel * dilation), at least 1."""
+    return max(1, min(dilation, size // kernel))
+
+
+class NeighborhoodAttention2D(nn.Module):
+    """Multi-head neighborhood attention on (B, H, W, C) maps, with the NAT/DiNAT relative position bias.
+
+    Parameters: `qkv` (fused Linear), `rpb` (heads, 2k-1, 2k-1) when rel_pos_bias, `proj`.
+
+    Maps smaller than kernel * dilation (detection/segmentation inputs, small test sizes):
+      small_map='clip' (default): per axis, the dilation is clipped to the largest that fits
+        (max(1, size // kernel)); a side still smaller than the kernel is zero-padded (bottom/right, before
+        the qkv projection, output cropped), as NATTEN <= 0.14's module does.
+      small_map='pad': the authors' exact behaviour (NATTEN 0.14 module used by the released code): the map is
+        zero-padded to kernel * dilation (bottom/right, before qkv) and cropped after.
+    """
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: IntOr2 = 7, dilation: IntOr2 = 1,
+                 qkv_bias: bool = True, rel_pos_bias: bool = True, qk_scale: Optional[float] = None,
+                 attn_drop: float = 0., proj_drop: float = 0., small_map: str = 'clip'):
+        super().__init__()
+        if small_map not in ('clip', 'pad'):
+            raise ValueError(f"small_map must be 'clip' or 'pad', got {small_map!r}")
+        if attn_drop > 0:
+            raise NotImplementedError('attention dropout is not supported by neighborhood attention')
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = qk_scale or self.head_dim ** -0.5
+        self.kernel_size = to_2tuple(kernel_size)
+        self.dilation = to_2tuple(dilation)
+        self.small_map = small_map
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        if rel_pos_bias:
+            kh, kw = self.kernel_size
+            self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kh - 1, 2 * kw - 1))
+            trunc_normal_(self.rpb, std=.02, a=-2., b=2.)
+        else:
+            self.register_parameter('rpb', None)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def effective(self, H: int, W: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+        """(dilation, padded size) used on an H x W map."""
+        if self.small_map == 'clip':
+            dil = tuple(clip_dilation(s, k, d) for s, k, d in zip((H, W), self.kernel_size, self.dilation))
+        else:
+            dil = self.dilation
+        size = tuple(max(s, k * d) for s, k, d in zip((H, W), self.kernel_size, dil))
+        return dil, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        dilation, (Hp, Wp) = self.effective(H, W)
+        if (Hp, Wp) != (H, W):
+            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = na2d(q, k, v, self.kernel_size, dilation, rpb=self.rpb, scale=self.scale).reshape(B, Hp, Wp, -1)
+        if (Hp, Wp) != (H, W):
+            x = x[:, :H, :W]
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return (f'num_heads={self.num_heads}, kernel_size={self.kernel_size}, dilation={self.dilation}, '
+                f'rel_pos_bias={self.rpb is not None}, small_map={self.small_map!r}')

@@ -1,0 +1,235 @@
+"""NAT (Hassani et al., CVPR 2023) and DiNAT (Hassani & Shi, 2022): neighborhood attention in a 4-stage hierarchy.
+
+Overlapping conv tokenizer (two 3x3 stride-2 convs + LayerNorm), blocks of norm -> neighborhood attention (7x7,
+relative position bias) -> norm -> MLP (layer scale where the authors use it), 3x3 stride-2 conv downsampling
+between stages. DiNAT is NAT with per-block dilations (alternating dilated / local blocks).
+
+Input sizes: any. Where a stage's map is smaller than kernel * dilation (small or detection-size inputs), the
+dilation is clipped per axis to the largest that fits, and a side smaller than the kernel itself is zero-padded
+before the qkv projection and cropped after, as the authors' NATTEN (0.14) module pads; `small_map='pad'` gives
+the authors' exact small-map behaviour (pad to kernel * dilation), see NeighborhoodAttention2D.
+
+Checkpoints: the authors' release (SHI-Labs/Neighborhood-Attention-Transformer, `{'model': ...}` or a bare state
+dict with `patch_embed.`, `levels.`, `gamma1`, `rpb` keys) loads with strict=True through the filter below.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, to_2tuple
+from timm.models import generate_default_cfgs
+
+from ..layers.attention.neighborhood import NeighborhoodAttention2D
+from ._base import NO_WEIGHT_DECAY, Backbone, Stage
+from ._builder import build_model, cfg, register_variants
+from ._convert import rename
+from .swin import Swin
+
+__all__ = ['NAT', 'NATBlock']
+
+
+class ConvTokenizer(nn.Module):
+    """(B, C, H, W) -> (B, H / 4, W / 4, D): two overlapping 3x3 stride-2 convs, then a norm (NHWC)."""
+
+    def __init__(self, in_chans: int = 3, embed_dim: int = 64, norm_layer: Callable = nn.LayerNorm):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, 3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, 3, stride=2, padding=1),
+        )
+        self.norm = norm_layer(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class ConvDownsampler(nn.Module):
+    """(B, H, W, C) -> (B, ceil(H / 2), ceil(W / 2), 2C): 3x3 stride-2 conv (no bias), then a norm."""
+
+    def __init__(self, dim: int, out_dim: Optional[int] = None, norm_layer: Callable = nn.LayerNorm):
+        super().__init__()
+        out_dim = out_dim or 2 * dim
+        self.reduction = nn.Conv2d(dim, out_dim, 3, stride=2, padding=1, bias=False)
+        self.norm = norm_layer(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class NATBlock(nn.Module):
+    """x + ls1(na(norm1(x))), then x + ls2(mlp(norm2(x))), on (B, H, W, C) maps."""
+
+    def __init__(self, dim: int, num_heads: int, kernel_size: int = 7, dilation: int = 1, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None, proj_drop: float = 0.,
+                 drop_path: float = 0., layer_scale: Optional[float] = None, norm_layer: Callable = nn.LayerNorm,
+                 small_map: str = 'clip'):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = NeighborhoodAttention2D(dim, num_heads, kernel_size, dilation, qkv_bias=qkv_bias,
+                                            rel_pos_bias=True, qk_scale=qk_scale, proj_drop=proj_drop,
+                                            small_map=small_map)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class NAT(Backbone):
+    output_fmt = 'NHWC'
+    no_weight_decay_names = NO_WEIGHT_DECAY + ('rpb',)
+
+    def __init__(
+            self,
+            img_size: Union[int, Sequence[int]] = 224,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: int = 64,
+            depths: Sequence[int] = (3, 4, 18, 5),
+            num_heads: Sequence[int] = (2, 4, 8, 16),
+            kernel_size: int = 7,
+            dilations: Optional[Sequence[Sequence[int]]] = None,
+            mlp_ratio: float = 3.,
+            qkv_bias: bool = True,
+            qk_scale: Optional[float] = None,
+            layer_scale: Optional[float] = None,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            drop_path_rate: float = 0.2,
+            norm_layer: Callable = nn.LayerNorm,
+            small_map: str = 'clip',
+    ):
+        """
+        Args:
+            dilations: one list of per-block dilations per stage (DiNAT), None for NAT (all 1).
+            layer_scale: init value of the per-channel residual scales (NAT-S/B, DiNAT-B), None for none.
+            small_map: 'clip' or 'pad', how maps smaller than kernel * dilation are handled (module docstring).
+        """
+        super().__init__()
+        num_stages = len(depths)
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.img_size = to_2tuple(img_size)
+        self.min_input_size = (2 ** (num_stages + 1),) * 2  # one pixel at the last stage
+        dims = [embed_dim * 2 ** i for i in range(num_stages)]
+        self.num_features = dims[-1]
+        dilations = dilations or [[1] * d for d in depths]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+
+        self.stem = ConvTokenizer(in_chans, embed_dim, norm_layer)
+        stages, self.feature_info = [], []
+        for i in range(num_stages):
+            blocks = [
+                NATBlock(dims[i], num_heads[i], kernel_size, dilations[i][j], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                         qk_scale=qk_scale, proj_drop=proj_drop_rate, drop_path=dpr[i][j].item(),
+                         layer_scale=layer_scale, norm_layer=norm_layer, small_map=small_map)
+                for j in range(depths[i])
+            ]
+            downsample = ConvDownsampler(dims[i - 1], dims[i], norm_layer) if i > 0 else None
+            stages.append(Stage(blocks, downsample))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
+        self.stages = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt='NHWC')
+        self.apply(self._init_weights)
+
+    _init_weights = staticmethod(Swin._init_weights)  # trunc-normal(.02) Linear weights, zero biases
+
+    def set_input_size(self, img_size=None, **kwargs) -> None:
+        """Nothing depends on the input size (dilations adapt per call); only records it."""
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+_ZOO_FROM_AUTHORS = [
+    (r'^patch_embed\.', 'stem.'),
+    # the authors downsample at the end of a level, zoo at the start of the next stage
+    (r'^levels\.(\d+)\.downsample\.', lambda m: f'stages.{int(m.group(1)) + 1}.downsample.'),
+    (r'^levels\.', 'stages.'),
+    (r'\.gamma1$', '.ls1.gamma'),
+    (r'\.gamma2$', '.ls2.gamma'),
+    (r'^head\.(weight|bias)$', r'head.fc.\1'),
+]
+
+
+def checkpoint_filter_fn(state_dict, model):
+    """The authors' NAT/DiNAT release (SHI-Labs) -> zoo layout; zoo checkpoints pass through."""
+    if any(k.startswith('levels.') for k in state_dict):
+        state_dict = rename(state_dict, _ZOO_FROM_AUTHORS)
+    return state_dict
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs):
+    return build_model(NAT, variant, pretrained, num_stages=len(kwargs.get('depths', (3, 4, 18, 5))),
+                       checkpoint_filter=checkpoint_filter_fn, **kwargs)
+
+
+def _dinat_dilations(s1: int, s2: int, s3: int, depth3: int = 18):
+    """DiNAT's schedule: local (1) and dilated blocks alternate; the last stage is all local."""
+    return [[1, s1, 1], [1, s2, 1, s2], [1, s3] * (depth3 // 2), [1] * 5]
+
+
+_NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
+_DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
+_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+default_cfgs = generate_default_cfgs({
+    'zoo_nat_mini.in1k': cfg(_NAT_URL + 'nat_mini.pth', first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_nat_tiny.in1k': cfg(_NAT_URL + 'nat_tiny.pth', first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_nat_small.in1k': cfg(_NAT_URL + 'nat_small.pth', first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_nat_base.in1k': cfg(_NAT_URL + 'nat_base.pth', first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_dinat_mini.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_mini_in1k_224.pth', first_conv='stem.proj.0',
+                               crop_pct=.875),
+    'zoo_dinat_tiny.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_tiny_in1k_224.pth', first_conv='stem.proj.0',
+                               crop_pct=.875),
+    'zoo_dinat_small.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_small_in1k_224.pth', first_conv='stem.proj.0',
+                                crop_pct=.875),
+    'zoo_dinat_base.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_base_in1k_224.pth', first_conv='stem.proj.0',
+                               crop_pct=.875),
+    'zoo_dinat_large.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth',
+                                         first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_dinat_large_384.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth',
+                                             first_conv='stem.proj.0', **_384),
+    'zoo_dinat_large_384_11x11.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth',
+                                                   first_conv='stem.proj.0', **_384),
+    'zoo_dinat_large_in22k.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224.pth',
+                                       first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
+    'zoo_dinat_large_in22k_11x11.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth',
+                                             first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
+})
+
+# variants as data: the authors' classification/nat.py and dinat.py
+_MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_TINY = dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)
+_SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2., drop_path_rate=0.3)
+_BASE = dict(embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2., drop_path_rate=0.5,
+             layer_scale=1e-5)
+_LARGE = dict(embed_dim=192, depths=(3, 4, 18, 5), num_heads=(6, 12, 24, 48), mlp_ratio=2., drop_path_rate=0.35)
+_DILATIONS_224 = _dinat_dilations(8, 4, 2)
+NAT_VARIANTS = {
+    'zoo_nat_mini': _MINI,
+    'zoo_nat_tiny': _TINY,
+    'zoo_nat_small': dict(_SMALL, layer_scale=1e-5),
+    'zoo_nat_base': _BASE,
+    'zoo_dinat_mini': dict(_MINI, dilations=_dinat_dilations(8, 4, 2, depth3=6)),
+    'zoo_dinat_tiny': dict(_TINY, dilations=_DILATIONS_224),
+    'zoo_dinat_small': dict(_SMALL, dilations=_DILATIONS_224),
+    'zoo_dinat_base': dict(_BASE, dilations=_DILATIONS_224),
+    'zoo_dinat_large': dict(_LARGE, dilations=_DILATIONS_224),
+    'zoo_dinat_large_384': dict(_LARGE, img_size=384, dilations=_dinat_dilations(13, 6, 3)),
+    'zoo_dinat_large_384_11x11': dict(_LARGE, img_size=384, kernel_size=11, dilations=_DILATIONS_224),
+    'zoo_dinat_large_in22k': dict(_LARGE, num_classes=21841, drop_path_rate=0.2, dilations=_DILATIONS_224),
+    'zoo_dinat_large_in22k_11x11': dict(_LARGE, num_classes=21841, kernel_size=11, drop_path_rate=0.2,
+                                        dilations=_DILATIONS_224),
+}
+
+register_variants(_create, NAT_VARIANTS, __name__)
