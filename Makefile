@@ -6,8 +6,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 CORE   := $(VENV)/.zoo-core
 NATTEN := $(VENV)/.zoo-natten
+MM     := $(VENV)/.zoo-mm
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup mm demo test test-slow clean
 
 setup: $(CORE)
 
@@ -20,6 +21,13 @@ $(CORE): pyproject.toml
 demo: setup
 	$(PY) tools/demo.py
 
+# OpenMMLab stack (mmdet/mmseg + mmcv with ops) for zoo.integrations; see tools/install_mm.sh
+mm: $(MM)
+
+$(MM): $(CORE) tools/install_mm.sh
+	bash tools/install_mm.sh $(PY)
+	touch $@
+
 # NATTEN (fused neighborhood-attention kernels, optional; its wheel builds in ~15 s, tests skip its parity checks without it)
 natten: $(NATTEN)
 
@@ -27,10 +35,10 @@ $(NATTEN): $(CORE)
 	$(PIP) --no-build-isolation 'natten>=0.21,<0.22'
 	touch $@
 
-test: setup $(NATTEN)
+test: setup $(NATTEN) $(MM)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: setup $(NATTEN)
+test-slow: setup $(NATTEN) $(MM)
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
 
 clean:

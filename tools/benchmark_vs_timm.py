@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402,F401
-from zoo.profile import BenchOptions, dump_json  # noqa: E402
+from zoo.profile import BenchOptions, add_bench_arguments, dump_json  # noqa: E402
 from zoo.profile.vs_timm import HEADLINE, TIMM_EQUIVALENTS, compare, format_compare, timm_equivalents  # noqa: E402
 
 
@@ -27,13 +27,7 @@ def main(argv=None):
     p.add_argument('--headline', action='store_true', help="only the issue's set (Swin-T, MaxViT-T, DaViT-T, ...)")
     p.add_argument('--img-size', type=int, default=224)
     p.add_argument('--batch-size', type=int, default=8)
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'])
-    p.add_argument('--amp', default=None, choices=['bf16', 'fp16'])
-    p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--compile', nargs='?', const=True, default=False)
-    p.add_argument('--threads', type=int, default=None)
-    p.add_argument('--warmup', type=int, default=2)
+    add_bench_arguments(p, warmup=2)  # --iters is unused here: see --rounds/--iters-per-round
     p.add_argument('--rounds', type=int, default=6)
     p.add_argument('--iters-per-round', type=int, default=3)
     p.add_argument('--atol', type=float, default=1e-4)
@@ -55,13 +49,10 @@ def main(argv=None):
         print(f'skipped {m}: no registered zoo model with a timm equivalent', file=sys.stderr)
     if not pairs:
         p.error('nothing to compare')
-    opts = BenchOptions(device=args.device, dtype=args.dtype, amp=args.amp, channels_last=args.channels_last,
-                        compile=args.compile, threads=args.threads, warmup=args.warmup)
+    opts = BenchOptions.from_args(args)
     report = compare(pairs, args.img_size, args.batch_size, opts, args.rounds, args.iters_per_round, args.atol)
     print(format_compare(report))
-    if args.json:
-        dump_json(report, args.json)
-        print(f'wrote {args.json}')
+    dump_json(report, args.json)
     return report
 
 

@@ -31,7 +31,7 @@ def main(argv=None):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import zoo  # noqa: F401  (registers the models)
-    from zoo.profile import MEASURES, BenchOptions, dump_json, format_table, profile_models, resolve_names
+    from zoo.profile import MEASURES, BenchOptions, add_bench_arguments, dump_json, format_table, profile_models, resolve_names
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('models', nargs='+', help='model names or shell patterns over the zoo registry')
@@ -39,14 +39,7 @@ def main(argv=None):
     p.add_argument('--batch-size', type=int, default=8)
     p.add_argument('--train-batch-size', type=int, default=None)
     p.add_argument('--measures', nargs='+', default=list(MEASURES), choices=MEASURES)
-    p.add_argument('--device', default='cpu')
-    p.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'])
-    p.add_argument('--amp', default=None, choices=['bf16', 'fp16'])
-    p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--compile', nargs='?', const=True, default=False, help='torch.compile (optionally a mode)')
-    p.add_argument('--threads', type=int, default=None)
-    p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--iters', type=int, default=10)
+    add_bench_arguments(p)
     p.add_argument('--json', default=None, help='write the report as JSON here')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
@@ -55,14 +48,11 @@ def main(argv=None):
     if not names:
         p.error(f'no model matches {args.models}')
     size = args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size[:2])
-    opts = BenchOptions(device=args.device, dtype=args.dtype, amp=args.amp, channels_last=args.channels_last,
-                        compile=args.compile, threads=args.threads, warmup=args.warmup, iters=args.iters)
+    opts = BenchOptions.from_args(args)
     report = profile_models(names, size, args.batch_size, args.measures, opts, args.train_batch_size,
                             progress=not args.no_progress)
     print(format_table(report))
-    if args.json:
-        dump_json(report, args.json)
-        print(f'wrote {args.json}')
+    dump_json(report, args.json)
     return report
 
 

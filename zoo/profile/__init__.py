@@ -8,4 +8,4 @@ Convention everywhere: MACs (one multiply-accumulate = 1), FLOPs = 2 x MACs; the
 """
 from .flops import CONVENTION, OP_HANDLES, count_macs, count_params, flop_report, make_inputs
 from .report import MEASURES, context, dump_json, format_table, profile_model, profile_models, resolve_names
-from .speed import BenchOptions, inference_throughput, latency, num_threads, peak_memory, train_throughput
+from .speed import BenchOptions, add_bench_arguments, inference_throughput, latency, num_threads, peak_memory, train_throughput

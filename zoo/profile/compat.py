@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .flops import make_inputs
 
-__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat']
+__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat', 'clear_zoo_caches']
 
 _ZOO_ROOT = str(Path(__file__).resolve().parents[1])
 Size = Tuple[int, int]
@@ -68,9 +68,11 @@ def _sizes(sizes) -> List[Size]:
 
 @torch.no_grad()
 def check_compile(model: nn.Module, sizes: Sequence = (224, (192, 256)), backend: str = 'inductor',
-                  batch_size: int = 2, atol: float = 1e-4, explain: bool = True) -> Dict[str, Any]:
+                  batch_size: int = 2, atol: float = 1e-4, explain: bool = True,
+                  fullgraph: bool = False) -> Dict[str, Any]:
     """torch.compile at each size (same compiled module, so the second size is a recompile/dynamic run),
-    graph breaks counted with torch._dynamo.explain at the first size."""
+    graph breaks counted with torch._dynamo.explain at the first size. fullgraph=True makes any graph
+    break an error (a cheaper proof of 'no graph breaks' than explain, which traces once more)."""
     import torch._dynamo as dynamo
     model.eval()
     res: Dict[str, Any] = {'backend': backend, 'sizes': {}}
@@ -89,7 +91,8 @@ def check_compile(model: nn.Module, sizes: Sequence = (224, (192, 256)), backend
                 reasons.append(f'{r.reason.strip().splitlines()[0][:200]}' + (f' ({loc})' if loc else ''))
             res['break_reasons'] = sorted(set(reasons))
             dynamo.reset()
-        compiled = torch.compile(model, backend=backend)
+        compiled = torch.compile(model, backend=backend, fullgraph=fullgraph)
+        res['fullgraph'] = fullgraph
         ok = True
         for size in sizes:
             x = make_inputs(model, size, batch_size)
@@ -146,6 +149,9 @@ def check_onnx(model: nn.Module, size=224, export_batch: int = 2, check_batches:
             break
         except Exception as e:
             errors.append(dict(_err(e), exporter='dynamo' if use_dynamo else 'torchscript'))
+        finally:
+            if use_dynamo:
+                clear_zoo_caches()
     else:
         res.update(errors[-1])
         res['errors'] = errors
@@ -218,9 +224,28 @@ def check_torchscript(model: nn.Module, size=224, batch_size: int = 2, other_bat
     return res
 
 
-def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence[str] = ('compile', 'onnx', 'torchscript'),
+def clear_zoo_caches() -> int:
+    """Clear every functools.lru_cache in zoo.layers; returns how many were cleared.
+
+    Non-strict torch.export (what torch.onnx.export(dynamo=True) runs) executes the model's Python with fake
+    tensors, so a cached helper that builds tensors (window masks, window orders) caches fake tensors,
+    which break every later eager call with the same key. Clearing after an export keeps later checks valid.
+    """
+    import sys
+    n = 0
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not mod_name.startswith('zoo.layers'):
+            continue
+        for obj in vars(mod).values():
+            if callable(getattr(obj, 'cache_clear', None)) and hasattr(obj, 'cache_info'):
+                obj.cache_clear()
+                n += 1
+    return n
+
+
+def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence[str] = ('compile', 'torchscript', 'onnx'),
                 compile_backend: str = 'inductor', atol: float = 1e-4, model_kwargs: Optional[Dict[str, Any]] = None,
-                progress=None) -> Dict[str, Any]:
+                progress=None, onnx_dynamo: Optional[bool] = None) -> Dict[str, Any]:
     """Every check for one registered model name; returns one result row."""
     import timm
     torch.manual_seed(0)
@@ -233,7 +258,7 @@ def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence
         if c == 'compile':
             row['compile'] = check_compile(model, sizes, compile_backend, atol=atol)
         elif c == 'onnx':
-            row['onnx'] = check_onnx(model, _sizes(sizes)[0], atol=atol)
+            row['onnx'] = check_onnx(model, _sizes(sizes)[0], atol=atol, dynamo=onnx_dynamo)
         elif c == 'torchscript':
             row['torchscript'] = check_torchscript(model, _sizes(sizes)[0], atol=atol)
         else:
@@ -259,7 +284,8 @@ def format_compat(report: Dict[str, Any]) -> str:
         f'checked against eager PyTorch (equal: max |diff| <= {o["atol"]} x max(1, max |ref|)).', '',
         f'- torch.compile: backend `{o["compile_backend"]}`, batch 2, input sizes {o["sizes"]} (the second size '
         're-uses the compiled module); graph breaks from `torch._dynamo.explain` at the first size.',
-        '- ONNX: exported at batch 2 with a dynamic batch dimension, run with onnxruntime (CPU) at batch 1 and 3.',
+        f'- ONNX: exported at batch 2 with a dynamic batch dimension (exporter: {o.get("onnx_exporter", "auto")}; '
+        'auto = the dynamo exporter, falling back to the TorchScript one), run with onnxruntime (CPU) at batch 1 and 3.',
         '- TorchScript: `torch.jit.trace` at batch 2, checked at batch 2 and 3; `torch.jit.script` as a bonus.', '',
         f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, onnx {o.get("onnx", "?")}, onnxruntime '
         f'{o.get("onnxruntime", "?")}, {ctx["cpu"]}, {ctx["date_utc"]} UTC.', '',

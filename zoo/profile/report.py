@@ -185,6 +185,11 @@ def format_table(report: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def dump_json(report: Dict[str, Any], path) -> None:
+def dump_json(report: Dict[str, Any], path, verbose: bool = True) -> None:
+    """Write `report` as JSON to `path` (nothing when path is None)."""
+    if not path:
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(report, indent=1, default=str) + '\n')
+    if verbose:
+        print(f'wrote {path}')

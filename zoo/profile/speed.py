@@ -31,7 +31,7 @@ import torch.nn as nn
 from .flops import make_inputs
 
 __all__ = [
-    'BenchOptions', 'prepare_model', 'inference_throughput', 'latency', 'train_throughput', 'peak_memory',
+    'BenchOptions', 'add_bench_arguments', 'prepare_model', 'inference_throughput', 'latency', 'train_throughput', 'peak_memory',
     'num_threads', 'time_iterations',
 ]
 
@@ -52,6 +52,23 @@ class BenchOptions:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_args(cls, args) -> 'BenchOptions':
+        """From argparse arguments added by `add_bench_arguments`."""
+        return cls(**{k: getattr(args, k) for k in cls.__dataclass_fields__ if hasattr(args, k)})
+
+
+def add_bench_arguments(parser, warmup: int = 3, iters: int = 10) -> None:
+    """The measurement options of BenchOptions as command-line flags (shared by the tools)."""
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dtype', default='fp32', choices=['fp32', 'bf16', 'fp16'])
+    parser.add_argument('--amp', default=None, choices=['bf16', 'fp16'])
+    parser.add_argument('--channels-last', action='store_true')
+    parser.add_argument('--compile', nargs='?', const=True, default=False, help='torch.compile (optionally a mode)')
+    parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
+    parser.add_argument('--warmup', type=int, default=warmup)
+    parser.add_argument('--iters', type=int, default=iters)
 
 
 @contextlib.contextmanager

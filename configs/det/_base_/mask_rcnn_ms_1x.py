@@ -1,0 +1,2 @@
+_base_ = ['./models/mask_rcnn_fpn.py', './datasets/coco_instance_ms_crop.py', './schedules/adamw_1x.py',
+          './default_runtime.py']

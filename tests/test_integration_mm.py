@@ -1,0 +1,325 @@
+"""mmdet / mmseg integration: registration, every repo config, detector/segmentor builds with forward+backward
+for each family that has configs, the optimizer constructor, and end-to-end toy training (slow).
+
+Skipped (with the reason) when the OpenMMLab stack is not importable; `make test` installs it (`make mm`).
+"""
+import functools
+import glob
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+import zoo
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _mm_missing():
+    try:
+        import mmcv  # noqa: F401
+        import mmdet  # noqa: F401
+        import mmseg  # noqa: F401
+        from mmcv.ops import RoIAlign  # noqa: F401  (mmcv built with its ops)
+    except Exception as e:  # ImportError, or an mmcv without compiled ops
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+_MISSING = _mm_missing()
+pytestmark = pytest.mark.skipif(
+    _MISSING is not None, reason=f'OpenMMLab stack not importable ({_MISSING}); `make mm` installs it')
+
+DET_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs/det/*/*.py')))
+SEG_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs/seg/*/*.py')))
+DET_CONFIGS = [c for c in DET_CONFIGS if '/_base_/' not in c]
+SEG_CONFIGS = [c for c in SEG_CONFIGS if '/_base_/' not in c]
+TINY = dict(depths=(1, 1, 1, 1), embed_dim=16, num_heads=(1, 1, 2, 2))  # a small zoo_swin_tiny
+
+# a small Mask R-CNN around a small zoo_swin_tiny: 64-channel FPN and heads, fewer sampled RoIs
+SMALL_MASK_RCNN = [
+    'model.backbone.model_kwargs.embed_dim=32', 'model.backbone.model_kwargs.depths=(1,1,1,1)',
+    'model.backbone.model_kwargs.num_heads=(1,2,4,8)', 'model.neck.in_channels=[32,64,128,256]',
+    'model.neck.out_channels=64', 'model.rpn_head.in_channels=64', 'model.rpn_head.feat_channels=64',
+    'model.roi_head.bbox_roi_extractor.out_channels=64', 'model.roi_head.bbox_head.in_channels=64',
+    'model.roi_head.bbox_head.fc_out_channels=256', 'model.roi_head.mask_roi_extractor.out_channels=64',
+    'model.roi_head.mask_head.in_channels=64', 'model.roi_head.mask_head.conv_out_channels=64',
+    'model.train_cfg.rcnn.sampler.num=128', 'model.train_cfg.rpn_proposal.max_per_img=300',
+    'model.test_cfg.rpn.max_per_img=300',
+]
+# the same 64-channel heads around a full-size backbone (the backbone is what the build tests check)
+SMALL_DET_HEADS = [o for o in SMALL_MASK_RCNN if not o.startswith(('model.backbone', 'model.neck.in_channels'))]
+SMALL_SEG_HEADS = ['model.decode_head.channels=64', 'model.auxiliary_head.channels=32']
+
+
+def _rel(path):
+    return osp.relpath(path, ROOT)
+
+
+def _cfg(path):
+    from mmengine.config import Config
+    return Config.fromfile(path)
+
+
+def _family_configs(configs, kind):
+    """{model_name: config} for the smallest ('tiny' or first) variant of each family with configs of `kind`."""
+    out = {}
+    if _MISSING is not None:
+        return out
+    for path in configs:
+        if not osp.basename(path).startswith(kind):
+            continue
+        name = _cfg(path).model.backbone.model_name
+        family = name.split('_')[1]
+        if family not in out or ('tiny' in name and 'tiny' not in out[family][0]):
+            out[family] = (name, path)
+    return {name: path for name, path in out.values()}
+
+
+def test_registered_in_mmdet_and_mmseg():
+    import zoo.integrations.mm as mm
+    from mmdet.registry import MODELS as DET
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    from mmseg.registry import MODELS as SEG
+    assert mm.REGISTERED_IN == ['mmdet', 'mmseg']
+    assert DET.get('ZooBackbone') is mm.ZooBackbone and SEG.get('ZooBackbone') is mm.ZooBackbone
+    assert OPTIM_WRAPPER_CONSTRUCTORS.get('ZooOptimWrapperConstructor') is mm.ZooOptimWrapperConstructor
+
+
+@functools.lru_cache(maxsize=None)
+def _channels(model_name, out_indices):
+    from zoo.integrations.mm_config import backbone_channels
+    return backbone_channels(dict(model_name=model_name, out_indices=out_indices))
+
+
+@pytest.mark.parametrize('path', DET_CONFIGS + SEG_CONFIGS, ids=_rel)
+def test_config_is_consistent(path):
+    """Every config names a registered model, and its neck / heads take exactly the backbone's channels."""
+    cfg = _cfg(path)
+    bb = cfg.model.backbone
+    assert bb.type == 'ZooBackbone' and bb.model_name in zoo.list_models(), bb.model_name
+    assert cfg.custom_imports.imports == ['zoo.integrations.mm']
+    channels = _channels(bb.model_name, tuple(bb.out_indices))
+    if 'neck' in cfg.model:
+        assert list(cfg.model.neck.in_channels) == channels
+    else:
+        head = cfg.model.decode_head
+        assert list(head.in_channels) == [channels[i] for i in head.in_index]
+        assert cfg.model.auxiliary_head.in_channels == channels[cfg.model.auxiliary_head.in_index]
+    assert cfg.optim_wrapper.constructor == 'ZooOptimWrapperConstructor'
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+
+
+def _det_batch(n=2, size=64, with_mask=True):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    torch.manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(n):
+        inputs.append(torch.randint(0, 255, (3, size, size), dtype=torch.uint8))
+        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size),
+                                        scale_factor=(1., 1.), batch_input_shape=(size, size)))
+        gt = InstanceData()
+        gt.bboxes = torch.tensor([[4., 6., 30., 40.], [20., 10., 60., 50.]])
+        gt.labels = torch.tensor([0, 1])
+        if with_mask:
+            masks = torch.zeros(2, size, size, dtype=torch.uint8)
+            masks[0, 6:40, 4:30] = 1
+            masks[1, 10:50, 20:60] = 1
+            gt.masks = BitmapMasks(masks.numpy(), size, size)
+        s.gt_instances = gt
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _seg_batch(n=2, size=64):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    torch.manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(n):
+        inputs.append(torch.randint(0, 255, (3, size, size), dtype=torch.uint8))
+        s = SegDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, size, size)))
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def _build(path, scope, options=(), **backbone):
+    from mmengine.config import DictAction
+    from mmengine.registry import init_default_scope
+    from zoo.integrations.mm_config import to_cpu
+    import zoo.integrations.mm  # noqa: F401
+    cfg = to_cpu(_cfg(path))
+    for option in options:
+        key, value = option.split('=', 1)
+        cfg.merge_from_dict({key: DictAction._parse_iterable(value)})
+    cfg.model.backbone.update(pretrained=None, **backbone)
+    init_default_scope(scope)
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return cfg, model.train()
+
+
+def _train_step(model, batch):
+    data = model.data_preprocessor(batch, True)
+    losses = model(**data, mode='loss')
+    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
+                for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for p in model.backbone.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    return data
+
+
+def _check_features(model, data, size):
+    with torch.no_grad():
+        feats = model.backbone(data['inputs'])
+    bb = model.backbone
+    assert [f.shape[1] for f in feats] == bb.channels
+    assert [(f.shape[2], f.shape[3]) for f in feats] == [(-(-size // s), -(-size // s)) for s in bb.strides]
+    return bb
+
+
+@pytest.mark.parametrize('name,path', sorted(_family_configs(DET_CONFIGS, 'mask_rcnn').items()),
+                         ids=lambda x: x if x.startswith('zoo_') else '')
+def test_mask_rcnn_builds_and_trains_one_step(name, path):
+    size = 64
+    cfg, model = _build(path, 'mmdet', SMALL_DET_HEADS)
+    data = _train_step(model, _det_batch(size=size))
+    bb = _check_features(model, data, size)
+    assert bb.strides == [4, 8, 16, 32] and list(cfg.model.neck.in_channels) == bb.channels
+
+
+@pytest.mark.parametrize('name,path', sorted(_family_configs(SEG_CONFIGS, 'upernet').items()),
+                         ids=lambda x: x if x.startswith('zoo_') else '')
+def test_upernet_builds_and_trains_one_step(name, path):
+    size = 64
+    cfg, model = _build(path, 'mmseg', SMALL_SEG_HEADS)
+    model.data_preprocessor.size = (size, size)
+    data = _train_step(model, _seg_batch(size=size))
+    bb = _check_features(model, data, size)
+    assert bb.strides == [4, 8, 16, 32] and list(cfg.model.decode_head.in_channels) == bb.channels
+
+
+def test_retinanet_builds_and_trains_one_step():
+    path = osp.join(ROOT, 'configs/det/swin/retinanet_zoo_swin_tiny_fpn_1x_coco.py')
+    cfg, model = _build(path, 'mmdet', model_kwargs=TINY)
+    cfg.model.neck.in_channels = [32, 64, 128]
+    from mmdet.registry import MODELS
+    model = MODELS.build(cfg.model).train()
+    data = _train_step(model, _det_batch(size=64, with_mask=False))
+    assert _check_features(model, data, 64).strides == [8, 16, 32]
+
+
+def test_optimizer_constructor_reads_the_model():
+    """No decay for norms and relative position tables (from the model), decay elsewhere; layer-wise lr decay."""
+    from mmengine.optim import build_optim_wrapper
+    path = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
+    cfg, model = _build(path, 'mmdet', model_kwargs=TINY)
+    cfg.model.neck.in_channels = [16, 32, 64, 128]
+    from mmdet.registry import MODELS
+    model = MODELS.build(cfg.model)
+    names = {id(p): n for n, p in model.named_parameters()}
+
+    def groups(optim_cfg):
+        wrapper = build_optim_wrapper(model, optim_cfg)
+        return {names[id(g['params'][0])]: g for g in wrapper.optimizer.param_groups}
+
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.optim_wrapper.pop('loss_scale', None)
+    g = groups(cfg.optim_wrapper)
+    wd = lambda n: g[n]['weight_decay']  # noqa: E731
+    assert wd('backbone.body.model.stages.2.blocks.0.attn.rel_pos.relative_position_bias_table') == 0
+    assert wd('backbone.body.model.stages.2.blocks.0.norm1.weight') == 0
+    assert wd('backbone.norm0.weight') == 0 and wd('backbone.body.model.stem.norm.bias') == 0
+    assert wd('backbone.body.model.stages.2.blocks.0.attn.qkv.weight') == 0.05
+    assert wd('neck.lateral_convs.0.conv.weight') == 0.05
+    assert all(x['lr'] == 1e-4 for x in g.values())
+
+    cfg.optim_wrapper.paramwise_cfg.layer_decay_rate = 0.5
+    g = groups(cfg.optim_wrapper)
+    lr = lambda n: g[n]['lr']  # noqa: E731
+    assert lr('backbone.body.model.stem.proj.weight') < lr('backbone.body.model.stages.1.blocks.0.attn.qkv.weight') \
+        < lr('backbone.body.model.stages.3.blocks.0.mlp.fc1.weight') < lr('neck.lateral_convs.0.conv.weight') == 1e-4
+    assert g['backbone.body.model.stages.2.blocks.0.norm1.weight']['weight_decay'] == 0
+
+
+def test_detector_loads_authors_checkpoint_through_config(tmp_path):
+    """A detection checkpoint in the authors' layout, named in the config as `pretrained`, loads strictly."""
+    sys.path.insert(0, osp.dirname(__file__))
+    from test_integration_backbone import _authors_detection_checkpoint, _tiny
+    ckpt = _authors_detection_checkpoint(_tiny(out_norm='LN'))
+    torch.save(ckpt, tmp_path / 'det.pth')
+    path = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
+    cfg = _cfg(path)
+    cfg.model.backbone.update(model_kwargs=TINY, pretrained=str(tmp_path / 'det.pth'))
+    cfg.model.neck.in_channels = [16, 32, 64, 128]
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.init_weights()  # must not re-initialise the loaded backbone
+    assert torch.equal(model.backbone.body.model.stem.proj.weight, ckpt['state_dict']['backbone.patch_embed.proj.weight'])
+    assert torch.equal(model.backbone.norm3.bias, ckpt['state_dict']['backbone.norm3.bias'])
+
+
+# --- end to end on the toy data ---------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def toy_root(tmp_path_factory):
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    from make_toy_data import make_toy_data
+    return make_toy_data(str(tmp_path_factory.mktemp('toy')), n_train=8, n_val=4, size=96)
+
+
+def _train_toy(config, toy_root, work_dir, iters, options):
+    """Train `iters` steps on the toy set through the tools' config path; (loss per step, metrics on the
+    training images)."""
+    from mmengine.runner import Runner
+    from zoo.integrations.mm_runner import load_config, parse_args
+    argv = [config, '--toy', toy_root, '--toy-size', '96', '--toy-eval', 'train', '--iters', str(iters), '--cpu',
+            '--work-dir', str(work_dir), '--cfg-options', 'model.backbone.pretrained=None',
+            f'train_cfg.val_interval={iters + 1}', *options]
+    cfg = load_config(parse_args('train', argv))
+    torch.manual_seed(0)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    losses = runner.message_hub.get_scalar('train/loss')._log_history
+    metrics = runner.val_loop.run()
+    return losses, metrics
+
+
+@pytest.mark.slow
+def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):
+    cfg = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
+    losses, metrics = _train_toy(cfg, toy_root, tmp_path, 80, SMALL_MASK_RCNN + ['optim_wrapper.optimizer.lr=0.0005'])
+    first, last = losses[:3].mean(), losses[-3:].mean()
+    assert last < 0.5 * first, (first, last)
+    assert metrics['coco/bbox_mAP_50'] > 0.1, metrics  # an untrained detector scores ~0 here
+
+
+@pytest.mark.slow
+def test_upernet_toy_training_end_to_end(toy_root, tmp_path):
+    cfg = osp.join(ROOT, 'configs/seg/swin/upernet_zoo_swin_tiny_160k_ade20k_512.py')
+    losses, metrics = _train_toy(cfg, toy_root, tmp_path, 40, [
+        'model.backbone.model_kwargs.embed_dim=16', 'model.backbone.model_kwargs.depths=(1,1,1,1)',
+        'model.backbone.model_kwargs.num_heads=(1,1,2,2)', 'model.decode_head.in_channels=[16,32,64,128]',
+        'model.decode_head.channels=64', 'model.auxiliary_head.in_channels=64',
+        'model.auxiliary_head.channels=32', 'optim_wrapper.optimizer.lr=0.001'])
+    first, last = losses[:3].mean(), losses[-3:].mean()
+    assert last < 0.5 * first, (first, last)
+    # chance: the best constant prediction (all background) scores background IoU / 4 classes
+    import numpy as np
+    from PIL import Image
+    labels = [np.array(Image.open(p)) for p in glob.glob(osp.join(toy_root, 'seg/annotations/training/*.png'))]
+    constant = 100 * np.mean([(lab == 1).mean() for lab in labels]) / 4
+    assert metrics['mIoU'] > constant + 5, (metrics, constant)
