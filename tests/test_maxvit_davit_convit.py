@@ -1,0 +1,236 @@
+"""MaxViT, DaViT, ConViT: exact against timm for every variant, the authors' checkpoint layouts load strictly,
+and their mixers (grid / channel / gated positional attention) hold every backend to the reference."""
+import re
+
+import pytest
+import timm
+import torch
+
+import zoo  # noqa: F401
+from zoo.layers.attention import (
+    GPSA, ChannelAttention, GridAttention, WindowAttention, channel_attention, force_backend, gpsa,
+    grid_partition, grid_reverse, window_mask,
+)
+from zoo.models._builder import check_fit
+from zoo.models._convert import unwrap
+
+# zoo name -> (timm model of the same config, native resolution)
+TIMM_TWINS = {
+    **{f'zoo_maxvit_{s}' + ('' if r == 224 else f'_{r}'): (f'maxvit_{s}_tf_{r}', r)
+       for s in ('tiny', 'small', 'base') for r in (224, 384, 512)},
+    **{f'zoo_davit_{s}': (f'davit_{s}', 224) for s in ('tiny', 'small', 'base')},
+    **{f'zoo_convit_{s}': (f'convit_{s}', 224) for s in ('tiny', 'small', 'base')},
+}
+HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512'}  # > 30 GMACs at native size
+
+
+def davit_official_layout(sd):
+    """timm davit_* -> dingmyu/davit names (patch_embeds / main_blocks / cpe.N / norms / head)."""
+    rules = [
+        (r'^stem\.conv\.', 'patch_embeds.0.proj.'), (r'^stem\.norm\.', 'patch_embeds.0.norm.'),
+        (r'^stages\.(\d+)\.downsample\.conv\.', r'patch_embeds.\1.proj.'),
+        (r'^stages\.(\d+)\.downsample\.norm\.', r'patch_embeds.\1.norm.'),
+        (r'^stages\.(\d+)\.blocks\.', r'main_blocks.\1.'), (r'\.cpe1\.', '.cpe.0.'), (r'\.cpe2\.', '.cpe.1.'),
+        (r'^head\.norm\.', 'norms.'), (r'^head\.fc\.', 'head.'),
+    ]
+    out = {}
+    for k, v in sd.items():
+        for p, r in rules:
+            k = re.sub(p, r, k)
+        out[k] = v
+    return {'state_dict': out}
+
+
+def authors_layout(name, sd):
+    """The authors' release layout of a timm state dict: MaxViT's TF release as timm converts it (= timm's
+    layout), dingmyu/davit, facebookresearch/convit (timm's names with a plain `head`, a bare state dict)."""
+    if 'davit' in name:
+        return davit_official_layout(sd)
+    return dict(sd)  # convit: official names equal timm's; maxvit: the converted TF release is timm's layout
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TIMM_TWINS])
+@torch.no_grad()
+def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
+    timm_name, size = TIMM_TWINS[name]
+    torch.manual_seed(0)
+    ref = timm.create_model(timm_name).eval()
+    sd = ref.state_dict()
+    x = torch.randn(1, 3, size, size)
+    expected = ref(x)
+    del ref
+    # timm's layout through the family's checkpoint filter, strict
+    model = timm.create_model(name).eval()
+    module = __import__(type(model).__module__, fromlist=['checkpoint_filter_fn'])
+    model.load_state_dict(check_fit(module.checkpoint_filter_fn(unwrap(sd), model), model), strict=True)
+    assert (model(x) - expected).abs().max().item() <= 1e-4
+    del model
+    # the authors' layout, as a file, through timm's pretrained loading (strict)
+    path = tmp_path / f'{name}.pth'
+    torch.save(authors_layout(name, sd), path)
+    del sd
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert (model(x) - expected).abs().max().item() <= 1e-4
+
+
+# --- MaxViT ------------------------------------------------------------------------------------------------
+def test_grid_partition_round_trip_and_layout():
+    x = torch.arange(2 * 6 * 4 * 1.).view(2, 6, 4, 1)
+    windows = grid_partition(x, (3, 2))  # 2 x 2 windows of a dilated 3 x 2 grid
+    assert windows.shape == (2, 4, 6, 1)
+    # window 0 holds rows 0, 2, 4 and columns 0, 2
+    assert windows[0, 0, :, 0].tolist() == [x[0, r, c, 0].item() for r in (0, 2, 4) for c in (0, 2)]
+    torch.testing.assert_close(grid_reverse(windows, (3, 2), 6, 4), x)
+
+
+def test_grid_mask_hides_padded_keys():
+    assert window_mask(14, 14, (7, 7), (0, 0), partition='grid') is None
+    mask = window_mask(13, 14, (7, 7), (0, 0), partition='grid')  # padded to 14 rows: stride 2, row 13 padded
+    assert mask.shape == (4, 49, 49)
+    pad = torch.zeros(7, 7, dtype=torch.bool)
+    pad[6] = True  # grid row 6 of the windows with an odd row offset is image row 13
+    pad = pad.flatten()
+    real_queries = mask[2][~pad]
+    assert (real_queries[:, pad] == -100).all() and (real_queries[:, ~pad] == 0).all()
+    assert (mask[0] == 0).all()
+
+
+@torch.no_grad()
+def test_grid_attention_on_a_map_smaller_than_the_grid_is_window_attention():
+    torch.manual_seed(0)
+    grid = GridAttention(32, 4, grid_size=(7, 7)).eval()
+    window = WindowAttention(32, 4, window_size=(7, 7)).eval()
+    window.load_state_dict(grid.state_dict())
+    x = torch.randn(2, 5, 6, 32)
+    torch.testing.assert_close(grid(x), window(x))
+
+
+@pytest.mark.parametrize('size', [(14, 14), (11, 17)])
+def test_grid_attention_backends_match_reference(size):
+    torch.manual_seed(0)
+    attn = GridAttention(32, num_heads=4, grid_size=(7, 7))
+    x = torch.randn(2, *size, 32, requires_grad=True)
+    outs, grads = [], []
+    for backend in ('reference', 'sdpa'):
+        with force_backend(backend, op='dense'):
+            y = attn(x)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), x)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+
+
+def test_tf_bias_table_conversion_matches_timm():
+    from timm.layers.pos_embed_rel import RelPosBiasTf
+    from zoo.layers.attention import RelativePositionBias
+    from zoo.models.maxvit import _table_from_tf
+    torch.manual_seed(0)
+    tf = RelPosBiasTf((5, 3), num_heads=2)
+    ours = RelativePositionBias((5, 3), num_heads=2)
+    ours.relative_position_bias_table.data = _table_from_tf(tf.relative_position_bias_table.data)
+    torch.testing.assert_close(ours(), tf.get_bias()[0])
+
+
+SMALL_MAXVIT = dict(embed_dims=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16)  # a tiny twin config
+
+
+@torch.no_grad()
+def test_maxvit_new_resolution_resamples_tables(tmp_path):
+    torch.manual_seed(0)
+    ref = timm.create_model('maxvit_tiny_tf_224', embed_dim=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16,
+                            head_hidden_size=64)
+    path = tmp_path / 'maxvit.pth'
+    torch.save(ref.state_dict(), path)
+    model = timm.create_model('zoo_maxvit_tiny', img_size=256, pretrained=True, **SMALL_MAXVIT,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    blk = model.stages[0].blocks[0]
+    assert blk.attn_grid.mixer.window_size == (8, 8)
+    assert blk.attn_block.mixer.rel_pos.relative_position_bias_table.shape == (15 * 15, 1)
+    other = timm.create_model('zoo_maxvit_tiny', pretrained=True, **SMALL_MAXVIT,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(other(x), ref.eval()(x), atol=1e-4, rtol=1e-4)
+    other.set_input_size(img_size=256)
+    x = torch.randn(1, 3, 256, 256)
+    torch.testing.assert_close(other(x), model(x))
+
+
+# --- DaViT -------------------------------------------------------------------------------------------------
+def test_channel_attention_matches_davit_definition_and_backends():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 10, 8, requires_grad=True) for _ in range(3))
+    expected = ((k * 8 ** -0.5).transpose(-1, -2) @ v).softmax(-1) @ q.transpose(-1, -2)
+    outs, grads = [], []
+    for backend in ('reference', 'sdpa'):
+        with force_backend(backend, op='dense'):
+            y = channel_attention(q, k, v)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), (q, k, v)))
+    torch.testing.assert_close(outs[0], expected.transpose(-1, -2))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    m = ChannelAttention(24, num_heads=3)
+    assert m(torch.randn(2, 5, 7, 24)).shape == (2, 5, 7, 24)
+
+
+# --- ConViT ------------------------------------------------------------------------------------------------
+def test_gpsa_backends_match_reference():
+    torch.manual_seed(0)
+    attn = GPSA(36, num_heads=9)
+    x = torch.randn(2, 5, 7, 36, requires_grad=True)  # non-square grid
+    outs, grads = [], []
+    for backend in ('reference', 'dense'):
+        with force_backend(backend, op='gpsa'):
+            y = attn(x)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), [x] + list(attn.parameters())))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert gpsa.select(*[torch.zeros(1, 1, 4, 2)] * 3, torch.zeros(1, 4, 4), torch.zeros(1)) == 'dense'
+
+
+@torch.no_grad()
+def test_gpsa_local_init_is_a_soft_3x3_convolution():
+    from zoo.layers.attention.gpsa import gpsa_offsets
+    attn = GPSA(18, num_heads=9)
+    attn.local_init()
+    logits = attn.pos_proj(gpsa_offsets(6, 7))  # N, N, heads
+    peaks = logits[3 * 7 + 3].argmax(dim=0)  # most attended key of query (3, 3), per head
+    assert {divmod(int(k), 7) for k in peaks} == {(3 + dy, 3 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+
+
+@torch.no_grad()
+def test_convit_features_are_stride16_maps_any_size():
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_convit_tiny', features_only=True).eval()
+    assert model.feature_info.reduction() == [16] * 4 and model.feature_info.channels() == [192] * 4
+    feats = model(torch.randn(1, 3, 200, 264))
+    assert [tuple(f.shape) for f in feats] == [(1, 192, 13, 17)] * 4
+    full = timm.create_model('zoo_convit_tiny').eval()
+    x = torch.randn(1, 3, 96, 80)
+    tokens = full.forward_intermediates(x, indices=[11], output_fmt='NLC', intermediates_only=True)[0]
+    maps = full.forward_intermediates(x, indices=[11], intermediates_only=True)[0]
+    assert tokens.shape == (1, 1 + 6 * 5, 192)  # the class token is first in the token sequence
+    torch.testing.assert_close(maps, tokens[:, 1:].reshape(1, 6, 5, 192).permute(0, 3, 1, 2))
+
+
+@torch.no_grad()
+def test_convit_new_resolution_resamples_pos_embed(tmp_path):
+    torch.manual_seed(0)
+    small = dict(depth=3, local_up_to_layer=2)
+    ref = timm.create_model('convit_tiny', **small).eval()
+    path = tmp_path / 'convit.pth'
+    torch.save({'model': ref.state_dict()}, path)
+    model = timm.create_model('zoo_convit_tiny', img_size=160, pretrained=True, **small,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert model.pos_embed.shape == (1, 100, 192)
+    native = timm.create_model('zoo_convit_tiny', pretrained=True, **small,
+                               pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, 224, 224)
+    torch.testing.assert_close(native(x), ref(x), atol=1e-4, rtol=1e-4)
+    x = torch.randn(1, 3, 160, 160)
+    torch.testing.assert_close(native(x), model(x))  # resampled per call == resampled on load
+    native.set_input_size(img_size=160)
+    torch.testing.assert_close(native(x), model(x))

@@ -1,0 +1,45 @@
+"""Channel group attention (DaViT, Ding et al., ECCV 2022): attention among the channels of each head group,
+with every spatial token as a feature dimension, so global context mixes at a cost linear in the tokens.
+
+It is dense attention on transposed tensors: the released DaViT weights use keys as the queries of the
+channel attention and queries as its values, i.e. for one head with q, k, v of shape (N, d):
+    out = (softmax(scale * k^T v) @ q^T)^T,  scale = d ** -0.5.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .dense import dense_attention
+
+__all__ = ['channel_attention', 'ChannelAttention']
+
+
+def channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
+    """q, k, v: (B, heads, N, d) -> (B, heads, N, d); a (d x d) channel affinity per head, softmax over channels.
+
+    scale defaults to d ** -0.5 (the head width, not the token count)."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    out = dense_attention(k.transpose(-2, -1), v.transpose(-2, -1), q.transpose(-2, -1), scale=scale)
+    return out.transpose(-2, -1)
+
+
+class ChannelAttention(nn.Module):
+    """DaViT channel group attention on channels-last tokens (B, ..., C); `num_heads` channel groups."""
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, proj_drop: float = 0., **_):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        B, C = shape[0], shape[-1]
+        q, k, v = self.qkv(x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        x = channel_attention(q, k, v).transpose(1, 2).reshape(shape)
+        return self.proj_drop(self.proj(x))
