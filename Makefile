@@ -5,6 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 CORE   := $(VENV)/.zoo-core
+NATTEN := $(VENV)/.zoo-natten
 MM     := $(VENV)/.zoo-mm
 
 .PHONY: setup mm demo test test-slow clean
@@ -27,10 +28,17 @@ $(MM): $(CORE) tools/install_mm.sh
 	bash tools/install_mm.sh $(PY)
 	touch $@
 
-test: setup $(MM)
+# NATTEN (fused neighborhood-attention kernels, optional; its wheel builds in ~15 s, tests skip its parity checks without it)
+natten: $(NATTEN)
+
+$(NATTEN): $(CORE)
+	$(PIP) --no-build-isolation 'natten>=0.21,<0.22'
+	touch $@
+
+test: setup $(NATTEN) $(MM)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-slow: setup $(MM)
+test-slow: setup $(NATTEN) $(MM)
 	$(PY) -m pytest -q --runslow $(PYTEST_ARGS)
 
 clean:
