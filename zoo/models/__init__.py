@@ -1,5 +1,6 @@
 """One module per family; importing it registers the family's variants in timm's registry."""
 from . import swin
+from . import nat
 from . import agent
 from . import inline
 from . import biformer, litv2
