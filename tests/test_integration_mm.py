@@ -58,6 +58,15 @@ def _rel(path):
     return osp.relpath(path, ROOT)
 
 
+FAST_FAMILIES = ('swin',)  # the other families' config checks and builds run with --runslow (CI time)
+
+
+def _params(items, family_of):
+    """pytest params; those of families outside FAST_FAMILIES are marked slow."""
+    return [pytest.param(*(item if isinstance(item, tuple) else (item,)),
+                         marks=() if family_of(item) in FAST_FAMILIES else pytest.mark.slow) for item in items]
+
+
 def _cfg(path):
     from mmengine.config import Config
     return Config.fromfile(path)
@@ -94,7 +103,7 @@ def _channels(model_name, out_indices):
     return backbone_channels(dict(model_name=model_name, out_indices=out_indices))
 
 
-@pytest.mark.parametrize('path', DET_CONFIGS + SEG_CONFIGS, ids=_rel)
+@pytest.mark.parametrize('path', _params(DET_CONFIGS + SEG_CONFIGS, lambda p: osp.basename(osp.dirname(p))), ids=_rel)
 def test_config_is_consistent(path):
     """Every config names a registered model, and its neck / heads take exactly the backbone's channels."""
     cfg = _cfg(path)
@@ -190,7 +199,8 @@ def _check_features(model, data, size):
     return bb
 
 
-@pytest.mark.parametrize('name,path', sorted(_family_configs(DET_CONFIGS, 'mask_rcnn').items()),
+@pytest.mark.parametrize('name,path', _params(sorted(_family_configs(DET_CONFIGS, 'mask_rcnn').items()),
+                                             lambda item: item[0].split('_')[1]),
                          ids=lambda x: x if x.startswith('zoo_') else '')
 def test_mask_rcnn_builds_and_trains_one_step(name, path):
     size = 64
@@ -200,7 +210,8 @@ def test_mask_rcnn_builds_and_trains_one_step(name, path):
     assert bb.strides == [4, 8, 16, 32] and list(cfg.model.neck.in_channels) == bb.channels
 
 
-@pytest.mark.parametrize('name,path', sorted(_family_configs(SEG_CONFIGS, 'upernet').items()),
+@pytest.mark.parametrize('name,path', _params(sorted(_family_configs(SEG_CONFIGS, 'upernet').items()),
+                                             lambda item: item[0].split('_')[1]),
                          ids=lambda x: x if x.startswith('zoo_') else '')
 def test_upernet_builds_and_trains_one_step(name, path):
     size = 64
