@@ -14,7 +14,6 @@ renormalisation is a no-op up to rounding and is skipped).
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn as nn
 
 from .dense import dense_attention
 from .dispatch import AttentionOp
+from .._cache import shape_cache
 
 __all__ = ['gpsa', 'gpsa_offsets', 'GPSA']
 
@@ -53,7 +53,7 @@ def _gpsa_dense(q, k, v, pos_logits, gate, scale: Optional[float] = None):
     return (1. - g) * content + g * positional
 
 
-@functools.lru_cache(maxsize=16)
+@shape_cache(maxsize=16)
 def _offsets(H: int, W: int) -> torch.Tensor:
     rows, cols = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
                                 indexing='ij')

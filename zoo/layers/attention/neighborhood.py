@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from timm.layers import to_2tuple, trunc_normal_
 
 from .dispatch import AttentionOp
+from .._cache import shape_cache
 
 __all__ = ['neighborhood_attention', 'na2d', 'na1d', 'natten_available', 'NeighborhoodAttention2D',
            'clip_dilation']
@@ -62,7 +63,7 @@ neighborhood_attention = AttentionOp(
 
 
 # --- index math shared by every backend ------------------------------------------------------------------
-@functools.lru_cache(maxsize=256)
+@shape_cache(maxsize=256)
 def _axis_neighbors(length: int, kernel: int, dilation: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(L, k) key positions and (L, k) rpb indices (0 .. 2k-2) of every query position along one axis."""
     i = torch.arange(length)
@@ -114,7 +115,7 @@ def _tile_size(kernel: int, length: int) -> int:
     return max(2, min(kernel, length))
 
 
-@functools.lru_cache(maxsize=128)
+@shape_cache(maxsize=128)
 def _axis_tiles(length: int, kernel: int, dilation: int, tile: int):
     """Tiling of one axis in dilation-group coordinates (groups are padded to the longest one).
 

@@ -10,7 +10,6 @@ on how much padding a size needs.
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional, Tuple
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
 from .dense import dense_attention
+from .._cache import shape_cache
 
 __all__ = [
     'window_partition', 'window_reverse', 'grid_partition', 'grid_reverse', 'PARTITIONS',
@@ -118,7 +118,7 @@ def clamp_window(feat_size: Size2, window_size: Size2, shift_size: Size2) -> Tup
     return window, shift
 
 
-@functools.lru_cache(maxsize=64)
+@shape_cache(maxsize=64)
 def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
                  partition: str = 'window') -> Optional[torch.Tensor]:
     wh, ww = window_size
@@ -151,7 +151,7 @@ def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=No
     return None if mask is None else mask.to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=128)
+@shape_cache(maxsize=128)
 def window_order(Hp: int, Wp: int, window_size: Size2, shift_size: Size2, partition: str = 'window',
                  device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Flat token indices that roll an Hp x Wp map by -shift and partition it ((B, Hp*Wp, C) rows in window
