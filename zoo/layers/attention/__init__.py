@@ -10,8 +10,8 @@ from .agent import AgentAttention, agent_attention, agent_position_biases, resiz
 from .inline import InLineAttention, dynamic_depthwise_conv, inline_attention
 from .routing import AttentionLePE, BiLevelRoutingAttention, region_routing, routing_attention
 from .hilo import HiLo, hifi_attention, lofi_attention
-from .linear import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, relu_linear_attention
 from .single_head import SingleHeadAttention, single_head_attention
 from .window import GridAttention, grid_partition, grid_reverse
 from .channel import ChannelAttention, channel_attention
 from .gpsa import GPSA, gpsa, gpsa_offsets
+from .linear import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, relu_linear_attention
