@@ -149,3 +149,13 @@ def test_reset_classifier(model):
     finally:
         model.head = saved
         model.num_classes = saved.fc.out_features if hasattr(saved.fc, 'out_features') else model.num_classes
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_timm_create_model_arguments(name):
+    """img_size, drop_path_rate (where the family has stochastic depth) and num_classes, as for any timm model."""
+    kwargs = dict(img_size=256, num_classes=10)
+    if 'shvit' not in name:  # SHViT has no stochastic depth (neither the paper nor timm's)
+        kwargs['drop_path_rate'] = 0.1
+    model = timm.create_model(name, **kwargs)
+    assert model.num_classes == 10

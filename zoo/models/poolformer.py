@@ -35,6 +35,7 @@ class PoolFormer(Backbone):
 
     def __init__(
             self,
+            img_size=None,  # accepted as by every timm model; fully convolutional, nothing depends on it
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
