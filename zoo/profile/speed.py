@@ -246,13 +246,16 @@ def _measure_memory(model: nn.Module, input_size, batch_size: int, mode: str, op
             if _can_reset_hwm():
                 base = _rss_status()['VmRSS']
                 step()
-                peak = _rss_status()['VmHWM']
+                after = _rss_status()
+                # the kernel's RSS counters are batched per thread, so the high-water mark can lag
+                # the current RSS by a few pages: never report a peak below what was resident
+                peak = max(after['VmHWM'], after['VmRSS'], base)
                 kind = 'cpu_rss_high_water (VmHWM reset per measurement)'
             else:
                 import resource
                 base = _rss_status().get('VmRSS', 0)
                 step()
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, base)
                 kind = 'cpu_rss_high_water (ru_maxrss of a fresh subprocess)'
     return {'peak_mb': peak / 2 ** 20, 'base_mb': base / 2 ** 20, 'increase_mb': (peak - base) / 2 ** 20,
             'kind': kind, 'mode': mode, 'batch_size': batch_size}
