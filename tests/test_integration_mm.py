@@ -278,6 +278,25 @@ def test_retinanet_builds_and_trains_one_step():
     assert _check_features(model, data, 64).strides == [8, 16, 32]
 
 
+def test_trans_conv_fpn_adds_finer_levels():
+    """TransConvFPN (SHViT's neck): FPN on strides 16/32/64 plus transposed-conv levels at 8 and 4; the finer
+    levels grow from the finest lateral after the top-down sum, so they see every input."""
+    from mmdet.registry import MODELS
+    import zoo.integrations.mm  # noqa: F401
+    torch.manual_seed(0)
+    x = [torch.randn(1, 24, 8, 8), torch.randn(1, 32, 4, 4), torch.randn(1, 48, 2, 2, requires_grad=True)]
+    neck = MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=5, num_up=2))
+    outs = neck(x)
+    assert [tuple(o.shape[1:]) for o in outs] == [(16, 32, 32), (16, 16, 16), (16, 8, 8), (16, 4, 4), (16, 2, 2)]
+    outs[0].sum().backward()
+    assert x[2].grad is not None and x[2].grad.abs().sum() > 0
+    retina = MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=5, num_up=1,
+                               start_level=0, add_extra_convs='on_input'))
+    assert [o.shape[-1] for o in retina(x)] == [16, 8, 4, 2, 1]
+    with pytest.raises(ValueError, match='num_up'):
+        MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=3, num_up=3))
+
+
 def test_optimizer_constructor_reads_the_model():
     """No decay for norms and relative position tables (from the model), decay elsewhere; layer-wise lr decay."""
     from mmengine.optim import build_optim_wrapper
