@@ -7,6 +7,7 @@ import functools
 import glob
 import os
 import os.path as osp
+import re
 import sys
 
 import pytest
@@ -52,6 +53,9 @@ SMALL_MASK_RCNN = [
 # the same 64-channel heads around a full-size backbone (the backbone is what the build tests check)
 SMALL_DET_HEADS = [o for o in SMALL_MASK_RCNN if not o.startswith(('model.backbone', 'model.neck.in_channels'))]
 SMALL_SEG_HEADS = ['model.decode_head.channels=64', 'model.auxiliary_head.channels=32']
+SMALL_RETINA_HEADS = ['model.neck.out_channels=64', 'model.bbox_head.in_channels=64', 'model.bbox_head.feat_channels=64']
+SMALL_SEM_FPN_HEADS = ['model.neck.out_channels=64', 'model.decode_head.in_channels=[64,64,64,64]',
+                       'model.decode_head.channels=32']
 
 
 def _rel(path):
@@ -72,6 +76,14 @@ def _cfg(path):
     return Config.fromfile(path)
 
 
+_VARIANT = re.compile(r'_(mini|tiny|small|medium|base|large|[sm]\d+)(_.*)?$')
+
+
+def _family(model_name):
+    """'zoo_agent_pvt_tiny' -> 'agent_pvt', 'zoo_focalnet_tiny_lrf' -> 'focalnet', 'zoo_shvit_s4' -> 'shvit'."""
+    return _VARIANT.sub('', model_name[len('zoo_'):])
+
+
 def _family_configs(configs, kind):
     """{model_name: config} for the smallest ('tiny' or first) variant of each family with configs of `kind`."""
     out = {}
@@ -81,7 +93,7 @@ def _family_configs(configs, kind):
         if not osp.basename(path).startswith(kind):
             continue
         name = _cfg(path).model.backbone.model_name
-        family = name.split('_')[1]
+        family = _family(name)
         if family not in out or ('tiny' in name and 'tiny' not in out[family][0]):
             out[family] = (name, path)
     return {name: path for name, path in out.values()}
@@ -199,19 +211,27 @@ def _check_features(model, data, size):
     return bb
 
 
+def _check_neck_strides(model, data, size, strides):
+    """The neck's outputs are at exactly the strides the heads' anchors assume."""
+    with torch.no_grad():
+        outs = model.neck(model.backbone(data['inputs']))
+    assert [tuple(o.shape[2:]) for o in outs] == [(-(-size // s), -(-size // s)) for s in strides]
+
+
 @pytest.mark.parametrize('name,path', _params(sorted(_family_configs(DET_CONFIGS, 'mask_rcnn').items()),
-                                             lambda item: item[0].split('_')[1]),
+                                             lambda item: _family(item[0])),
                          ids=lambda x: x if x.startswith('zoo_') else '')
 def test_mask_rcnn_builds_and_trains_one_step(name, path):
     size = 64
     cfg, model = _build(path, 'mmdet', SMALL_DET_HEADS)
     data = _train_step(model, _det_batch(size=size))
     bb = _check_features(model, data, size)
-    assert bb.strides == [4, 8, 16, 32] and list(cfg.model.neck.in_channels) == bb.channels
+    assert list(cfg.model.neck.in_channels) == bb.channels
+    _check_neck_strides(model, data, size, cfg.model.rpn_head.anchor_generator.strides)
 
 
 @pytest.mark.parametrize('name,path', _params(sorted(_family_configs(SEG_CONFIGS, 'upernet').items()),
-                                             lambda item: item[0].split('_')[1]),
+                                             lambda item: _family(item[0])),
                          ids=lambda x: x if x.startswith('zoo_') else '')
 def test_upernet_builds_and_trains_one_step(name, path):
     size = 64
@@ -219,7 +239,33 @@ def test_upernet_builds_and_trains_one_step(name, path):
     model.data_preprocessor.size = (size, size)
     data = _train_step(model, _seg_batch(size=size))
     bb = _check_features(model, data, size)
-    assert bb.strides == [4, 8, 16, 32] and list(cfg.model.decode_head.in_channels) == bb.channels
+    assert all(b == 2 * a for a, b in zip(bb.strides, bb.strides[1:])), bb.strides  # 4..32 (SHViT: 16..64)
+    assert list(cfg.model.decode_head.in_channels) == [bb.channels[i] for i in cfg.model.decode_head.in_index]
+
+
+@pytest.mark.parametrize('name,path', [pytest.param(*item, marks=pytest.mark.slow)
+                                       for item in sorted(_family_configs(DET_CONFIGS, 'retinanet').items())],
+                         ids=lambda x: x if x.startswith('zoo_') else '')
+def test_retinanet_family_builds_and_trains_one_step(name, path):
+    """Every family's RetinaNet at full backbone size (64-channel neck and head): neck strides = anchor strides."""
+    size = 64
+    cfg, model = _build(path, 'mmdet', SMALL_RETINA_HEADS)
+    data = _train_step(model, _det_batch(size=size, with_mask=False))
+    bb = _check_features(model, data, size)
+    assert list(cfg.model.neck.in_channels) == bb.channels
+    _check_neck_strides(model, data, size, cfg.model.bbox_head.anchor_generator.strides)
+
+
+@pytest.mark.parametrize('name,path', [pytest.param(*item, marks=pytest.mark.slow)
+                                       for item in sorted(_family_configs(SEG_CONFIGS, 'fpn').items())],
+                         ids=lambda x: x if x.startswith('zoo_') else '')
+def test_sem_fpn_builds_and_trains_one_step(name, path):
+    size = 64
+    cfg, model = _build(path, 'mmseg', SMALL_SEM_FPN_HEADS)
+    model.data_preprocessor.size = (size, size)
+    data = _train_step(model, _seg_batch(size=size))
+    bb = _check_features(model, data, size)
+    assert bb.strides == [4, 8, 16, 32] and list(cfg.model.neck.in_channels) == bb.channels
 
 
 def test_retinanet_builds_and_trains_one_step():
@@ -230,6 +276,25 @@ def test_retinanet_builds_and_trains_one_step():
     model = MODELS.build(cfg.model).train()
     data = _train_step(model, _det_batch(size=64, with_mask=False))
     assert _check_features(model, data, 64).strides == [8, 16, 32]
+
+
+def test_trans_conv_fpn_adds_finer_levels():
+    """TransConvFPN (SHViT's neck): FPN on strides 16/32/64 plus transposed-conv levels at 8 and 4; the finer
+    levels grow from the finest lateral after the top-down sum, so they see every input."""
+    from mmdet.registry import MODELS
+    import zoo.integrations.mm  # noqa: F401
+    torch.manual_seed(0)
+    x = [torch.randn(1, 24, 8, 8), torch.randn(1, 32, 4, 4), torch.randn(1, 48, 2, 2, requires_grad=True)]
+    neck = MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=5, num_up=2))
+    outs = neck(x)
+    assert [tuple(o.shape[1:]) for o in outs] == [(16, 32, 32), (16, 16, 16), (16, 8, 8), (16, 4, 4), (16, 2, 2)]
+    outs[0].sum().backward()
+    assert x[2].grad is not None and x[2].grad.abs().sum() > 0
+    retina = MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=5, num_up=1,
+                               start_level=0, add_extra_convs='on_input'))
+    assert [o.shape[-1] for o in retina(x)] == [16, 8, 4, 2, 1]
+    with pytest.raises(ValueError, match='num_up'):
+        MODELS.build(dict(type='TransConvFPN', in_channels=[24, 32, 48], out_channels=16, num_outs=3, num_up=3))
 
 
 def test_optimizer_constructor_reads_the_model():

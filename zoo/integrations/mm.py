@@ -2,6 +2,7 @@
 
 Registers
 - `ZooBackbone` in mmdet's and mmseg's MODELS (whichever of the two is installed);
+- `TransConvFPN` (zoo.integrations.mm_necks: FPN + transposed-conv finer levels, SHViT) in mmdet's MODELS;
 - `ZooOptimWrapperConstructor` in mmengine's OPTIM_WRAPPER_CONSTRUCTORS (found from mmdet and mmseg scopes).
 
 ZooOptimWrapperConstructor is mmengine's default constructor plus two `paramwise_cfg` keys, so a config needs
@@ -30,6 +31,8 @@ REGISTERED_IN: List[str] = []
 try:
     from mmdet.registry import MODELS as DET_MODELS
     DET_MODELS.register_module('ZooBackbone', module=ZooBackbone, force=True)
+    from .mm_necks import TransConvFPN
+    DET_MODELS.register_module('TransConvFPN', module=TransConvFPN, force=True)
     REGISTERED_IN.append('mmdet')
 except ImportError:
     pass

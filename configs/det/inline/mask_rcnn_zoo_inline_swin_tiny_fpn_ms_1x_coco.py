@@ -1,6 +1,4 @@
-# InLine-Swin-T (no published detection/segmentation numbers).
-# Recipe: the shared Swin-style _base_ (AdamW, drop path as the base); the authors' per-family settings
-# (drop path, lr, extra model options) are not checked here.
+# InLine-Swin-T Mask R-CNN 1x: not reported (LeapLabTHU/InLine); Swin recipe: AdamW 1e-4, wd 0.05, ms crop, dp 0.2.
 _base_ = ['../_base_/mask_rcnn_ms_1x.py']
 model = dict(backbone=dict(model_name='zoo_inline_swin_tiny', drop_path_rate=0.2),
              neck=dict(in_channels=[96, 192, 384, 768]))

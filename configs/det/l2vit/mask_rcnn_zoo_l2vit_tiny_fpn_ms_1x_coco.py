@@ -1,6 +1,4 @@
-# L2ViT-T (the repo has Mask R-CNN and UPerNet configs, no numbers).
-# Recipe: the shared Swin-style _base_ (AdamW, drop path as the base); the authors' per-family settings
-# (drop path, lr, extra model options) are not checked here.
+# L2ViT-T Mask R-CNN 1x: no number published; ChuanyangZheng/L2ViT maskrcnn_1x_l2vit_v0_tiny_coco.py (lr 1e-4, wd 0.05, dp 0.1).
 _base_ = ['../_base_/mask_rcnn_ms_1x.py']
-model = dict(backbone=dict(model_name='zoo_l2vit_tiny', drop_path_rate=0.2),
+model = dict(backbone=dict(model_name='zoo_l2vit_tiny', drop_path_rate=0.1),
              neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,6 +1,4 @@
-# MaxViT-T (the paper reports Cascade Mask R-CNN only).
-# Recipe: the shared Swin-style _base_ (AdamW, drop path as the base); the authors' per-family settings
-# (drop path, lr, extra model options) are not checked here.
+# MaxViT-T Mask R-CNN 1x: not reported (Cascade Mask R-CNN only); Swin recipe: AdamW 1e-4, wd 0.05, ms crop, dp 0.2.
 _base_ = ['../_base_/mask_rcnn_ms_1x.py']
 model = dict(backbone=dict(model_name='zoo_maxvit_tiny', drop_path_rate=0.2),
              neck=dict(in_channels=[64, 128, 256, 512]))

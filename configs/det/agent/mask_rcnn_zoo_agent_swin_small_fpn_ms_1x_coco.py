@@ -1,0 +1,5 @@
+# Agent-Swin-S Mask R-CNN 1x: 47.2/42.7 box/mask AP; LeapLabTHU/Agent-Attention agent_swin_s_mrcnn_1x_9-12-14-7.py (lr 1e-4, wd 0.05, dp 0.1).
+# agent_num as in classification: the authors' 9-12-14-7 / 12-16-28-28 downstream agent grids do not fit the ImageNet agent biases
+_base_ = ['../_base_/mask_rcnn_ms_1x.py']
+model = dict(backbone=dict(model_name='zoo_agent_swin_small', drop_path_rate=0.1),
+             neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,0 +1,4 @@
+# InLine-PVT-T Mask R-CNN 1x: not reported; the same group's Agent-PVT recipe (single scale, lr 2e-4, wd 1e-4, dp 0.1).
+_base_ = ['../_base_/mask_rcnn_pvt_1x.py']
+model = dict(backbone=dict(model_name='zoo_inline_pvt_tiny', out_norm=None, drop_path_rate=0.1),
+             neck=dict(in_channels=[64, 128, 320, 512]))

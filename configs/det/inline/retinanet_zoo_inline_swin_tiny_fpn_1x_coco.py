@@ -1,0 +1,4 @@
+# InLine-Swin-T RetinaNet 1x: not reported; mmdet Swin-T RetinaNet recipe, dp 0.2.
+_base_ = ['../_base_/retinanet_1x.py']
+model = dict(backbone=dict(model_name='zoo_inline_swin_tiny', drop_path_rate=0.2),
+             neck=dict(in_channels=[192, 384, 768]))

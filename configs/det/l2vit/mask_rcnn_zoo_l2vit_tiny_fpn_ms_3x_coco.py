@@ -1,0 +1,4 @@
+# L2ViT-T Mask R-CNN 3x: no number published; ChuanyangZheng/L2ViT maskrcnn_3x_l2vit_v0_tiny_coco.py (lr 1e-4, wd 0.05, dp 0.2).
+_base_ = ['../_base_/mask_rcnn_ms_3x.py']
+model = dict(backbone=dict(model_name='zoo_l2vit_tiny', drop_path_rate=0.2),
+             neck=dict(in_channels=[96, 192, 384, 768]))
