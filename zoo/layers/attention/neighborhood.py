@@ -32,7 +32,7 @@ Backends (`force_backend(name, op='neighborhood')` picks one):
   mask that encodes the exact neighbourhood (+ rpb). Tiles go through in cache-sized chunks, so the full
   HW x HW score matrix never exists and the temporaries are a few MB whatever the map size: memory is the
   output plus O(HW k^2) for the mask. Exact, differentiable (rpb included).
-* 'flex' (default on CUDA when rpb is passed or NATTEN is absent): `torch.nn.attention.flex_attention`, compiled,
+* 'flex' (default on CUDA with rpb, or without NATTEN; head dim >= 16): `torch.nn.attention.flex_attention`, compiled,
   on the (B, heads, H*W, d) map: a cached BlockMask of the exact neighbourhood and a score_mod adding the rpb.
 * 'natten': NATTEN's fused kernels (`natten.na2d`), for CUDA tensors when NATTEN imports and no rpb is
   passed (NATTEN >= 0.20 has no rpb). Models trained with rpb (the released NAT/DiNAT) take the other paths.
@@ -279,7 +279,7 @@ def _flex_plan(H: int, W: int, kernel_size, dilation, device):
     tables = [t.reshape(-1).to(device=device, dtype=torch.int32) for t in (gy * dw + gx, ny, nx, sy, sx)]
     mask_mod = _flex_mask_mod(kh, kw, *tables)
     create = _flex_module().create_block_mask
-    if device.type == 'cuda' and (H * W) ** 2 > 2 ** 26:
+    if device.type == 'cuda' and (H * W) ** 2 > 2 ** 24:
         create = torch.compile(create)  # eager create_block_mask materializes the (HW)^2 mask (and int temporaries)
     return tables, create(mask_mod, None, None, H * W, H * W, device=device)
 
@@ -308,10 +308,14 @@ def _flex_runs(q, k, v, kernel_size, dilation, rpb=None, scale=None) -> bool:
     return _flex_module() is not None
 
 
-@neighborhood_attention.register(
-    'flex', priority=15,
-    supports=lambda q, *args, **kwargs: q.is_cuda and _flex_runs(q, *args, **kwargs),
-    runs=_flex_runs)
+def _flex_supports(q, k, v, kernel_size, dilation, rpb=None, scale=None) -> bool:
+    """Chosen for CUDA tensors only (on CPU eager flex materializes the scores and has no backward), in the dtypes
+    and head sizes its Triton kernels take (head dim >= 16; smaller heads take the tiled path)."""
+    return (q.is_cuda and q.dtype in (torch.float32, torch.float16, torch.bfloat16) and q.shape[-1] >= 16
+            and _flex_module() is not None)
+
+
+@neighborhood_attention.register('flex', priority=15, supports=_flex_supports, runs=_flex_runs)
 def _na_flex(q, k, v, kernel_size, dilation, rpb=None, scale=None):
     """flex_attention on the (B, heads, H * W, d) raster-order map: the BlockMask skips key blocks outside every
     neighbourhood, the mask_mod keeps each query to its own k x k neighbours, the score_mod adds the rpb.
