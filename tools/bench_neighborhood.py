@@ -131,7 +131,7 @@ def main_cuda(args):
             t = cuda_time(fn, args.repeat)
             mem = cuda_peak_mb(fn)
         except Exception as e:  # one failing backend (compile error, missing kernel) must not hide the others
-            print(f'{name:<52s} failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}', flush=True)
+            print(f'{name:<52s} failed: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:100]}', flush=True)
             continue
         base = base or t
         print(f'{name:<52s} {t * 1e3:9.3f} ms  {t / base:6.2f}x  peak +{mem:8.1f} MiB', flush=True)
