@@ -47,6 +47,16 @@ def _run(backend, q, k, v, kernel, dilation, rpb):
     return out, grads
 
 
+def _assert_matches_reference(backend, kernel, dilation, H, W, rpb):
+    """Output and the q, k, v (and rpb) gradients of `backend` within 1e-5 of the reference (fp32)."""
+    q, k, v, table = _inputs(2, H, W, 2, 4, kernel, rpb)
+    ref, ref_grads = _run('reference', q, k, v, kernel, dilation, table)
+    out, grads = _run(backend, q, k, v, kernel, dilation, table)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+
+
 # kernel 3/7/13, dilation 1/2/4, non-square maps (sizes not multiples of the dilation), rpb on/off
 CASES = [(3, 1, 9, 14), (3, 2, 11, 8), (3, 4, 13, 17), (7, 1, 10, 15), (7, 2, 16, 19), (7, 4, 29, 30),
          (13, 1, 15, 20), (13, 2, 27, 26), (13, 4, 53, 55)]
@@ -55,12 +65,7 @@ CASES = [(3, 1, 9, 14), (3, 2, 11, 8), (3, 4, 13, 17), (7, 1, 10, 15), (7, 2, 16
 @pytest.mark.parametrize('rpb', [False, True])
 @pytest.mark.parametrize('kernel,dilation,H,W', CASES)
 def test_cpu_backend_matches_reference(kernel, dilation, H, W, rpb):
-    q, k, v, table = _inputs(2, H, W, 2, 4, kernel, rpb)
-    ref, ref_grads = _run('reference', q, k, v, kernel, dilation, table)
-    out, grads = _run('cpu', q, k, v, kernel, dilation, table)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
-    for g, r in zip(grads, ref_grads):
-        torch.testing.assert_close(g, r, atol=1e-5, rtol=0)
+    _assert_matches_reference('cpu', kernel, dilation, H, W, rpb)
 
 
 def test_rectangular_kernel_and_1d():
@@ -107,6 +112,73 @@ def test_module_small_maps():
     assert torch.isfinite(m(x)).all()
     m.small_map = 'pad'
     assert m.effective(5, 9) == ((4, 4), (28, 28))
+
+
+# flex: the CUDA path with rpb. On CPU, torch runs flex_attention eagerly (materialized scores, the mask_mod applied
+# element-wise) but refuses its backward there; its autograd (the dense math backward, rpb grads included) is
+# device-agnostic, so the backward tests lift that one device check. The BlockMask (block sparsity, only used by the
+# fused CUDA kernel) is checked separately against the reference neighbourhoods.
+# kernel 3/7 x dilation 1/2 with rpb, two of them without (each eager flex call is traced by dynamo: ~1 s)
+FLEX_CASES = [(3, 1, 9, 14, True), (3, 2, 11, 8, True), (7, 1, 10, 15, True), (7, 2, 16, 19, True),
+              (3, 2, 11, 8, False), (7, 1, 10, 15, False)]
+
+
+@pytest.fixture
+def flex_backward_on_cpu(monkeypatch):
+    import torch.nn.attention.flex_attention as flex
+    # raising=False: a torch without this check (CPU backward supported) needs no lifting
+    monkeypatch.setattr(flex, '_validate_device', lambda *tensors: None, raising=False)
+
+
+@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
+@pytest.mark.parametrize('kernel,dilation,H,W,rpb', FLEX_CASES)
+def test_flex_backend_matches_reference(kernel, dilation, H, W, rpb, flex_backward_on_cpu):
+    _assert_matches_reference('flex', kernel, dilation, H, W, rpb)
+
+
+@pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
+def test_flex_forward_on_cpu_and_dispatch():
+    q, k, v, rpb = (t.detach() for t in _inputs(1, 12, 9, 2, 4, 3, True))
+    rpb = torch.randn(2, 9, 5)
+    with torch.no_grad():  # plain torch, no device check lifted: eager flex forward runs on CPU
+        ref = neighborhood_attention(q, k, v, (5, 3), (2, 3), rpb, 0.3, backend='reference')
+        out = neighborhood_attention(q, k, v, (5, 3), (2, 3), rpb, 0.3, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    # chosen automatically for CUDA tensors only; on CPU the tiled path stays the default
+    assert neighborhood_attention.backends['flex'].supports(q, k, v, (3, 3), (1, 1), rpb, None) is False
+    assert neighborhood_attention.select(q, k, v, (3, 3), (1, 1), rpb, None) == 'cpu'
+    with force_backend('flex', op='neighborhood'):  # forcing needs only `runs` (flex_attention importable)
+        assert neighborhood_attention.select(q, k, v, (3, 3), (1, 1), rpb, None) == 'flex'
+
+
+@pytest.mark.parametrize('kernel,dilation,H,W', [(3, 1, 13, 11), (3, 2, 11, 8), (7, 2, 23, 19), (5, 3, 40, 33)])
+def test_flex_block_mask_is_the_neighbourhood(kernel, dilation, H, W):
+    """mask_mod == the reference's neighbour sets, and the BlockMask's blocks cover exactly the blocks holding a
+    neighbour pair (full blocks only where every pair is one)."""
+    from torch.nn.attention.flex_attention import create_mask
+    from zoo.layers.attention.neighborhood import _axis_neighbors, _flex_plan
+    tables, block_mask, perm, inverse = _flex_plan(H, W, (kernel, kernel), (dilation, dilation), torch.device('cpu'))
+    rows, cols = _axis_neighbors(H, kernel, dilation)[0], _axis_neighbors(W, kernel, dilation)[0]
+    keys = (rows[:, None, :, None] * W + cols[None, :, None, :]).reshape(H * W, -1)  # HW, k * k
+    want = torch.zeros(H * W, H * W, dtype=torch.bool).scatter_(1, keys, True)
+    if perm is not None:  # dilated maps are flattened group-major
+        assert torch.equal(perm[inverse], torch.arange(H * W))
+        want = want[perm][:, perm]
+    got = create_mask(block_mask.mask_mod, 1, 1, H * W, H * W, device='cpu')[0, 0]
+    assert torch.equal(got, want)
+    bq, bk = block_mask.BLOCK_SIZE
+    nq, nk = -(-H * W // bq), -(-H * W // bk)
+    padded = torch.zeros(nq * bq, nk * bk, dtype=torch.bool)
+    padded[:H * W, :H * W] = want
+    blocks = padded.view(nq, bq, nk, bk)
+    assert torch.equal(block_mask.to_dense()[0, 0].bool(), blocks.any(3).any(1))
+    full = torch.zeros(nq, nk, dtype=torch.bool)
+    fi, fn = block_mask.full_kv_indices[0, 0], block_mask.full_kv_num_blocks[0, 0]
+    for i in range(nq):
+        full[i, fi[i, :fn[i]]] = True
+    inside = torch.zeros(nq * bq, nk * bk, dtype=torch.bool)
+    inside[:H * W, :H * W] = True
+    assert torch.equal(full, (blocks | ~inside.view(nq, bq, nk, bk)).all(3).all(1) & blocks.any(3).any(1))
 
 
 @pytest.mark.skipif(not natten_available(), reason='natten not installed')

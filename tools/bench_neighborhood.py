@@ -1,4 +1,5 @@
-"""Neighborhood attention speed: zoo's cpu path vs 7x7 window attention (SDPA, same FLOPs) vs natten.na2d.
+"""Neighborhood attention speed: zoo's cpu path vs 7x7 window attention (SDPA, same FLOPs) vs natten.na2d;
+with --device cuda: window SDPA vs zoo's flex backend vs NATTEN's fused kernels vs zoo's cpu (tiled) path on a GPU.
 
 Side by side in one run: time (best of --repeat rounds that run every case once, after a warm-up) and the
 memory one call adds at its peak (RSS high-water mark of a fresh process running that call alone). The machine's load matters: compare
@@ -7,6 +8,8 @@ rows of one run, not runs.
     python tools/bench_neighborhood.py                     # batch 8, 56x56, 3 heads x 32, kernel 7, 2 threads
     python tools/bench_neighborhood.py --dilation 8 --no-natten
     python tools/bench_neighborhood.py --models            # also DiNAT-T vs Swin-T img/s at 224 (batch 8)
+    python tools/bench_neighborhood.py --device cuda       # GPU: bf16, batch 8 ... (--dtype, --backward)
+    python tools/bench_neighborhood.py --device cuda --batch 32 --backward --models
 """
 from __future__ import annotations
 
@@ -46,6 +49,105 @@ def peak_mem_mb(case: int) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def cuda_time(fn, repeat: int) -> float:
+    """Median seconds of `repeat` timed calls (CUDA events), after warm-up calls (torch.compile happens there)."""
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def cuda_peak_mb(fn) -> float:
+    """Memory one call adds at its peak (after warm-up), MiB."""
+    fn()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+
+def main_cuda(args):
+    """GPU rows: window attention (SDPA), zoo flex (compiled flex_attention, rpb on/off), natten.na2d (fused, no
+    rpb), zoo cpu path (tiled SDPA, runs on any device). --backward times forward + backward."""
+    from zoo.layers.attention import force_backend, na2d
+    from zoo.layers.attention.neighborhood import natten_available
+
+    if not torch.cuda.is_available():
+        raise SystemExit('error: --device cuda but torch.cuda.is_available() is False')
+    dev, dtype = torch.device('cuda'), getattr(torch, args.dtype)
+    B, S, h, d, k = args.batch, args.size, args.heads, args.head_dim, args.kernel
+    grad = args.backward
+
+    def make(*shape):
+        return torch.randn(*shape, device=dev, dtype=dtype, requires_grad=grad)
+
+    q, kk, v = (make(B, S, S, h, d) for _ in range(3))
+    rpb = torch.randn(h, 2 * k - 1, 2 * k - 1, device=dev, requires_grad=grad)  # fp32 parameter, as in the models
+    nw = (S // k) ** 2
+    qw, kw, vw = (make(B * nw, h, k * k, d) for _ in range(3))
+    bias = torch.randn(1, h, k * k, k * k, device=dev, dtype=dtype)
+
+    def run(fn):
+        def call():
+            with torch.set_grad_enabled(grad):
+                out = fn()
+                if grad:
+                    out.backward(torch.ones_like(out))
+        return call
+
+    def na(backend, dil, use_rpb):
+        def fn():
+            with force_backend(backend, op='neighborhood'):
+                return na2d(q, kk, v, k, dil, rpb=rpb if use_rpb else None)
+        return fn
+
+    cases = [(f'window attention {k}x{k} (SDPA, rel-pos bias)',
+              run(lambda: F.scaled_dot_product_attention(qw, kw, vw, attn_mask=bias)))]
+    for dil in args.dilation:
+        for use_rpb in (True, False):
+            cases.append((f'zoo flex, dilation {dil}, rpb {"on" if use_rpb else "off"}', run(na('flex', dil, use_rpb))))
+        if not args.no_natten and natten_available():
+            import natten
+            cases.append((f'natten.na2d {natten.__version__}, dilation {dil}, no rpb',
+                          run(lambda dil=dil: natten.na2d(q, kk, v, kernel_size=k, dilation=dil))))
+        cases.append((f'zoo cpu path (tiled SDPA), dilation {dil}, rpb on', run(na('cpu', dil, True))))
+
+    mode = 'forward + backward' if grad else 'forward'
+    print(f'torch {torch.__version__}, {torch.cuda.get_device_name()}; B={B}, {S}x{S}, {h} heads x {d}, kernel {k}, '
+          f'{args.dtype}, {mode}')
+    base = None
+    for name, fn in cases:
+        try:
+            t = cuda_time(fn, args.repeat)
+            mem = cuda_peak_mb(fn)
+        except Exception as e:  # one failing backend (compile error, missing kernel) must not hide the others
+            print(f'{name:<52s} failed: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:100]}', flush=True)
+            continue
+        base = base or t
+        print(f'{name:<52s} {t * 1e3:9.3f} ms  {t / base:6.2f}x  peak +{mem:8.1f} MiB', flush=True)
+
+    if args.models:
+        import timm
+        import zoo  # noqa: F401
+        x = torch.randn(args.batch, 3, 224, 224, device=dev)
+        for name in ('zoo_dinat_tiny', 'zoo_nat_tiny', 'zoo_swin_tiny'):
+            model = timm.create_model(name).to(dev).eval()
+            with torch.no_grad(), torch.autocast('cuda', dtype=dtype):
+                t = cuda_time(lambda: model(x), args.repeat)
+            print(f'{name:<20s} {args.batch / t:8.1f} img/s (batch {args.batch}, 224, {args.dtype} autocast)',
+                  flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--batch', type=int, default=8)
@@ -58,8 +160,14 @@ def main():
     p.add_argument('--repeat', type=int, default=5)
     p.add_argument('--no-natten', action='store_true', help='skip natten.na2d (its CPU path is slow and big)')
     p.add_argument('--models', action='store_true', help='also DiNAT-T and Swin-T img/s at 224 (batch 8)')
+    p.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    p.add_argument('--dtype', default='bfloat16', choices=('float32', 'float16', 'bfloat16'), help='cuda only')
+    p.add_argument('--backward', action='store_true', help='cuda only: time forward + backward')
     p.add_argument('--memory-of', type=int, default=None, help=argparse.SUPPRESS)  # the subprocess of peak_mem_mb
     args = p.parse_args()
+    if args.device == 'cuda':
+        torch.manual_seed(0)
+        return main_cuda(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -12,6 +12,11 @@ A call runs the highest-priority backend that supports it, unless a backend is f
 
 or with the environment variable ZOO_ATTN_BACKEND=name (or op=name,op=name). The 'reference'
 backend of each op is the plain, readable definition that tests hold every other backend to.
+
+`supports` says whether a backend is a good (fast) choice for the call; a backend may also register `runs`,
+the wider set of calls it can execute at all (default: the same as `supports`). Automatic selection uses
+`supports`, a forced backend only needs `runs`: e.g. neighborhood attention's 'flex' backend is picked
+for CUDA tensors only, but can be forced on CPU tensors, where tests hold it to the reference.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class Backend:
     fn: Callable
     priority: int
     supports: Callable[..., bool]
+    runs: Callable[..., bool]
 
 
 class AttentionOp:
@@ -56,10 +62,15 @@ class AttentionOp:
         self.backends: Dict[str, Backend] = {}
         _OPS[name] = self
 
-    def register(self, name: str, priority: int = 0, supports: Optional[Callable[..., bool]] = None):
-        """Decorator: add `fn` as backend `name`. Higher priority wins among supporting backends."""
+    def register(self, name: str, priority: int = 0, supports: Optional[Callable[..., bool]] = None,
+                 runs: Optional[Callable[..., bool]] = None):
+        """Decorator: add `fn` as backend `name`. Higher priority wins among supporting backends.
+
+        `supports(*args, **kwargs)`: the backend is chosen automatically for this call (default: always).
+        `runs(*args, **kwargs)`: the backend can execute this call when forced (default: `supports`)."""
         def wrap(fn):
-            self.backends[name] = Backend(name, fn, priority, supports or (lambda *a, **k: True))
+            ok = supports or (lambda *a, **k: True)
+            self.backends[name] = Backend(name, fn, priority, ok, runs or ok)
             return fn
         return wrap
 
@@ -72,7 +83,7 @@ class AttentionOp:
         forced = _forced()
         name = backend or forced.get(self.name) or forced.get('*')
         if name is not None and name in self.backends:
-            if not self.backends[name].supports(*args, **kwargs):
+            if not self.backends[name].runs(*args, **kwargs):
                 raise RuntimeError(f'attention op {self.name!r}: backend {name!r} does not support this call')
             return name
         best = self.candidates(*args, **kwargs)

@@ -32,6 +32,9 @@ Backends (`force_backend(name, op='neighborhood')` picks one):
   mask that encodes the exact neighbourhood (+ rpb). Tiles go through in cache-sized chunks, so the full
   HW x HW score matrix never exists and the temporaries are a few MB whatever the map size: memory is the
   output plus O(HW k^2) for the mask. Exact, differentiable (rpb included).
+* 'flex' (default on CUDA with rpb, or without NATTEN; head dim >= 16): `torch.nn.attention.flex_attention`, compiled,
+  on the (B, heads, H*W, d) map: a cached BlockMask of the exact neighbourhood and a score_mod adding the rpb.
+  Dilated maps are flattened group-major (each dilation group contiguous), so the BlockMask stays sparse.
 * 'natten': NATTEN's fused kernels (`natten.na2d`), for CUDA tensors when NATTEN imports and no rpb is
   passed (NATTEN >= 0.20 has no rpb). Models trained with rpb (the released NAT/DiNAT) take the other paths.
 """
@@ -235,6 +238,113 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
 @neighborhood_attention.register('cpu', priority=10)
 def _na_cpu(q, k, v, kernel_size, dilation, rpb=None, scale=None):
     return _na_tiled(q, k, v, kernel_size, dilation, rpb, scale)
+
+
+# --- flex: torch's flex_attention with a neighbourhood BlockMask and an rpb score_mod ------------------------
+@functools.lru_cache(maxsize=1)
+def _flex_module():
+    """`torch.nn.attention.flex_attention` when this torch has it, else None."""
+    try:
+        from torch.nn.attention import flex_attention
+        return flex_attention
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _flex_compiled():
+    """torch.compile(flex_attention), created once on first CUDA use: the fused Triton kernel (eager flex_attention
+    materializes the HW x HW scores). Kernel sizes are the only Python constants the mods close over (one compile
+    per kernel size); map sizes and dilations live in tensors, so new maps only change shapes."""
+    return torch.compile(_flex_module().flex_attention)
+
+
+@shape_cache(maxsize=64)
+def _flex_plan(H: int, W: int, kernel_size, dilation, device):
+    """Token order, flat tables and the BlockMask of the neighbourhood pattern on the flattened (H * W) map.
+
+    Order: dilation-group-major (all of group (0, 0) in raster order, then group (0, 1), ...), so that the 128-token
+    blocks of a dilated map hold whole groups and attend few key blocks (kernel 7: 73 instead of 409 of the 625
+    score blocks at 56x56 dilation 8, 19 instead of 49 at 28x28 dilation 4); `perm` (None when undilated: raster
+    order) lists the map position of each slot, `inverse` the slot of each map position.
+    Tables, one int per slot: `group` (the (y % dh, x % dw) dilation group as one id), `ny`, `nx` (position inside
+    the group, in group steps) and `sy`, `sx` (first key row / column of the slot's window, in group steps; windows
+    shift inward at the borders). Key m is in query n's neighbourhood iff it is in the same group and
+    sy[n] <= ny[m] < sy[n] + kh, sx[n] <= nx[m] < sx[n] + kw."""
+    (kh, kw), (dh, dw) = kernel_size, dilation
+
+    def axis(length, k, d):
+        i = torch.arange(length)
+        g, n = i % d, i // d
+        start = torch.minimum((n - k // 2).clamp(min=0), (length - g + d - 1) // d - k)
+        return g, n, start
+
+    gy, ny, sy = (t[:, None].expand(H, W).reshape(-1) for t in axis(H, kh, dh))
+    gx, nx, sx = (t[None, :].expand(H, W).reshape(-1) for t in axis(W, kw, dw))
+    group = gy * dw + gx
+    perm = inverse = None
+    if (dh, dw) != (1, 1):
+        perm = torch.argsort(group * (H * W) + ny * W + nx)
+        inverse = torch.argsort(perm).to(device)
+        group, ny, nx, sy, sx = (t[perm] for t in (group, ny, nx, sy, sx))
+        perm = perm.to(device)
+    tables = [t.to(device=device, dtype=torch.int32) for t in (group, ny, nx, sy, sx)]
+    mask_mod = _flex_mask_mod(kh, kw, *tables)
+    create = _flex_module().create_block_mask
+    if device.type == 'cuda' and (H * W) ** 2 > 2 ** 24:
+        create = torch.compile(create)  # eager create_block_mask materializes the (HW)^2 mask (and int temporaries)
+    return tables, create(mask_mod, None, None, H * W, H * W, device=device), perm, inverse
+
+
+def _flex_mask_mod(kh: int, kw: int, group, ny, nx, sy, sx):
+    def mask_mod(b, h, q_idx, kv_idx):
+        y, x = ny[kv_idx], nx[kv_idx]
+        y0, x0 = sy[q_idx], sx[q_idx]
+        return (group[q_idx] == group[kv_idx]) & (y >= y0) & (y < y0 + kh) & (x >= x0) & (x < x0 + kw)
+    return mask_mod
+
+
+def _flex_rpb_score_mod(rpb: torch.Tensor, ny, nx):
+    """score + rpb[h, dy + kh - 1, dx + kw - 1], (dy, dx) the key's offset from the query in group steps. The
+    indices are clamped only for masked-out pairs (flex evaluates the score_mod on whole blocks)."""
+    rows, cols = rpb.shape[-2:]
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        iy = (ny[kv_idx] - ny[q_idx] + (rows // 2)).clamp(0, rows - 1)
+        ix = (nx[kv_idx] - nx[q_idx] + (cols // 2)).clamp(0, cols - 1)
+        return score + rpb[h, iy, ix].to(score.dtype)
+    return score_mod
+
+
+def _flex_runs(q, k, v, kernel_size, dilation, rpb=None, scale=None) -> bool:
+    return _flex_module() is not None
+
+
+def _flex_supports(q, k, v, kernel_size, dilation, rpb=None, scale=None) -> bool:
+    """Chosen for CUDA tensors only (on CPU eager flex materializes the scores and has no backward), in the dtypes
+    and head sizes its Triton kernels take (head dim >= 16; smaller heads take the tiled path)."""
+    return (q.is_cuda and q.dtype in (torch.float32, torch.float16, torch.bfloat16) and q.shape[-1] >= 16
+            and _flex_module() is not None)
+
+
+@neighborhood_attention.register('flex', priority=15, supports=_flex_supports, runs=_flex_runs)
+def _na_flex(q, k, v, kernel_size, dilation, rpb=None, scale=None):
+    """flex_attention on the (B, heads, H * W, d) flattened map (group-major when dilated): the BlockMask skips key
+    blocks outside every neighbourhood, the mask_mod keeps each query to its own k x k neighbours, the score_mod
+    adds the rpb. Compiled (fused kernel, differentiable incl. rpb) on CUDA; eager elsewhere (materializes the
+    scores; torch has no flex backward on CPU), for testing only: 'flex' is chosen automatically for CUDA tensors."""
+    B, H, W, heads, d = q.shape
+    tables, block_mask, perm, inverse = _flex_plan(H, W, tuple(kernel_size), tuple(dilation), q.device)
+    score_mod = None if rpb is None else _flex_rpb_score_mod(rpb, tables[1], tables[2])
+    flex = _flex_compiled() if q.is_cuda else _flex_module().flex_attention
+
+    def tokens(x):  # (B, H, W, heads, d) -> (B, heads, H * W, d), group-major when dilated
+        x = x.reshape(B, H * W, heads, d)
+        return (x if perm is None else x.index_select(1, perm)).transpose(1, 2)
+
+    out = flex(tokens(q), tokens(k), tokens(v), score_mod=score_mod, block_mask=block_mask, scale=_scale(q, scale))
+    out = out.transpose(1, 2)
+    return (out if inverse is None else out.index_select(1, inverse)).reshape(B, H, W, heads, d)
 
 
 # --- NATTEN (fused kernels, CUDA, no rpb) -------------------------------------------------------------------
