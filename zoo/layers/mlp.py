@@ -5,33 +5,11 @@ from typing import Optional, Type
 
 import torch
 import torch.nn as nn
-from timm.layers import GELU
 from timm.layers import Mlp as _TimmMlp
 
-__all__ = ['Mlp', 'DWConvMlp', 'linear_act']
+from .fused import linear_act
 
-
-def _exact_gelu(act: nn.Module) -> bool:
-    # erf GELU only: oneDNN's tanh GELU differs from torch's by ~5e-7 a call, which MaxViT-B compounds past
-    # 1e-4 of timm's logits
-    return type(act) is GELU or (type(act) is nn.GELU and act.approximate == 'none')
-
-
-def _fusable(x: torch.Tensor, fc: nn.Module, act: nn.Module) -> bool:
-    return (_exact_gelu(act) and type(fc) is nn.Linear and x.device.type == 'cpu'
-            and x.dtype == torch.float32 and fc.weight.dtype == torch.float32
-            and not torch.is_grad_enabled() and torch.backends.mkldnn.is_available()
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling())
-
-
-def linear_act(x: torch.Tensor, fc: nn.Module, act: nn.Module) -> torch.Tensor:
-    """act(fc(x)). For CPU fp32 inference with a GELU, one oneDNN GEMM with the GELU in its epilogue (the
-    kernel torch.compile's CPU backend emits): the GELU costs no extra pass over the hidden activations,
-    and the result equals the two ops' to float32 rounding (oneDNN may block the GEMM differently). Anything else (training, GPU, bf16, tanh GELU, tracing
-    or compiling) runs the two modules."""
-    if _fusable(x, fc, act):
-        return torch.ops.mkldnn._linear_pointwise(x, fc.weight, fc.bias, 'gelu', [], 'none')
-    return act(fc(x))
+__all__ = ['Mlp', 'DWConvMlp']
 
 
 class Mlp(_TimmMlp):

@@ -64,6 +64,9 @@ class Backbone(nn.Module):
     """
     output_fmt: str = 'NCHW'
     no_weight_decay_names: Tuple[str, ...] = NO_WEIGHT_DECAY
+    # conv-dominated NCHW families run in channels-last memory, oneDNN's native conv layout (values unchanged;
+    # PoolFormer-S12 ~1.2x, SHViT-S4 ~1.1x on 2 CPU threads)
+    channels_last: bool = False
 
     # -- input -----------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -82,9 +85,14 @@ class Backbone(nn.Module):
         raise NotImplementedError(f'{type(self).__name__} has no size-dependent state to change')
 
     # -- forward ---------------------------------------------------------------------------------
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.stem(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return self.norm(self.stages(self.stem(x)))
+        return self.norm(self.stages(self._stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -114,7 +122,7 @@ class Backbone(nn.Module):
         last = len(self.stages) - 1
         stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
         intermediates = []
-        x = self.stem(x)
+        x = self._stem(x)
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in taken:

@@ -56,6 +56,7 @@ class MaxViTBlock(nn.Module):
 
 class MaxViT(Backbone):
     output_fmt = 'NCHW'
+    channels_last = True
 
     def __init__(
             self,

@@ -32,6 +32,7 @@ __all__ = ['PoolFormer']
 
 class PoolFormer(Backbone):
     output_fmt = 'NCHW'
+    channels_last = True
 
     def __init__(
             self,

@@ -58,6 +58,7 @@ def patch_merging(dim: int, out_dim: int, act_layer=nn.ReLU) -> nn.Sequential:
 
 class SHViT(Backbone):
     output_fmt = 'NCHW'
+    channels_last = True
 
     def __init__(
             self,

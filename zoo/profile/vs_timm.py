@@ -57,6 +57,14 @@ TIMM_EQUIVALENTS: Dict[str, str] = {
     'zoo_convit_base': 'convit_base',
 }
 
+# zoo-only arguments that make the zoo model the same function as timm's port
+ZOO_KWARGS_FOR_TIMM = {'zoo_poolformer_': dict(head_norm='pooled')}  # timm normalises the pooled vector
+
+
+def zoo_kwargs_for_timm(zoo_name: str) -> Dict[str, Any]:
+    return next((dict(kw) for prefix, kw in ZOO_KWARGS_FOR_TIMM.items() if zoo_name.startswith(prefix)), {})
+
+
 # the headline set: the smallest/typical variant per family timm also has
 HEADLINE = ['zoo_swin_tiny', 'zoo_maxvit_tiny', 'zoo_davit_tiny', 'zoo_focalnet_tiny_srf', 'zoo_poolformer_s12',
             'zoo_shvit_s4', 'zoo_convit_tiny']
@@ -109,8 +117,12 @@ def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int 
             else size
         if size != default:  # build both for this resolution (timm's Swin/MaxViT fix it at creation)
             model_kwargs.setdefault('img_size', size)
-        timm_model = timm.create_model(timm_name, **model_kwargs).eval()
-        zoo_model = load_timm_weights(zoo_name, timm_model, **model_kwargs).eval()
+        try:
+            timm_model = timm.create_model(timm_name, **model_kwargs).eval()
+        except TypeError:  # a fully convolutional timm model (SHViT) takes no img_size: it needs none
+            model_kwargs.pop('img_size', None)
+            timm_model = timm.create_model(timm_name, **model_kwargs).eval()
+        zoo_model = load_timm_weights(zoo_name, timm_model, **model_kwargs, **zoo_kwargs_for_timm(zoo_name)).eval()
         x = make_inputs(zoo_model, size, 2)
         diff = max_abs_diff(zoo_model, timm_model, x)
         row['max_abs_diff'] = diff
