@@ -234,3 +234,24 @@ def test_convit_new_resolution_resamples_pos_embed(tmp_path):
     torch.testing.assert_close(native(x), model(x))  # resampled per call == resampled on load
     native.set_input_size(img_size=160)
     torch.testing.assert_close(native(x), model(x))
+
+
+@torch.no_grad()
+def test_convit_is_the_deit_host_and_loads_the_earlier_zoo_layout(tmp_path):
+    """ConViT is the DeiT host configured (GPSA blocks, class token after them); its keys are the release's and
+    timm's (but stem / head.fc), and state dicts saved in the zoo's earlier layout (blocks.N.mixer.) load strict."""
+    from zoo.models.deit import DeiT
+    torch.manual_seed(0)
+    small = dict(depth=3, local_up_to_layer=2)
+    model = timm.create_model('zoo_convit_tiny', **small).eval()
+    assert isinstance(model, DeiT) and model.cls_token_at == 2 and model.pos_embed.shape == (1, 196, 192)
+    earlier = {re.sub(r'^(blocks\.\d+)\.attn\.', r'\1.mixer.', k): v for k, v in model.state_dict().items()}
+    assert any('.mixer.' in k for k in earlier)
+    path = tmp_path / 'earlier.pth'
+    torch.save(earlier, path)
+    loaded = timm.create_model('zoo_convit_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                               **small).eval()
+    x = torch.randn(1, 3, 64, 48)
+    torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    gpsa_out, mhsa_out = model.forward_intermediates(x, indices=[1, 2], output_fmt='NLC', intermediates_only=True)
+    assert gpsa_out.shape == (1, 4 * 3, 192) and mhsa_out.shape == (1, 1 + 4 * 3, 192)  # class token joins at 2

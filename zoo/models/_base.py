@@ -1,10 +1,11 @@
-"""The timm backbone contract, written once for every hierarchical family.
+"""The timm backbone contract, written once for every family.
 
-A family builds `stem`, `stages` (an nn.Sequential of `Stage`s or modules with the same attributes),
+A hierarchical family builds `stem`, `stages` (an nn.Sequential of `Stage`s or modules with the same attributes),
 `norm` and `head`, fills `feature_info`, and gets from `Backbone`: forward/forward_features/forward_head,
 forward_intermediates and prune_intermediate_layers (so `features_only=True` works through timm's
 FeatureGetterNet), input checks with clear errors, grad checkpointing, no_weight_decay, group_matcher and
-reset_classifier.
+reset_classifier. Isotropic models (`deit.DeiT` and its configurations) run the same forward_features /
+forward_intermediates / prune loops over their `blocks` through three small hooks (_begin, _level, _take).
 """
 from __future__ import annotations
 
@@ -56,13 +57,15 @@ class Stage(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Base of every hierarchical zoo model. Subclasses set, in __init__:
+    """Base of every zoo model (isotropic ones: see `deit.DeiT`). Hierarchical subclasses set, in __init__:
 
     stem, stages, norm, head (a timm ClassifierHead-like module with `reset`), feature_info,
     num_classes, num_features, in_chans, output_fmt (layout of stage outputs: 'NHWC' or 'NCHW'),
     min_input_size (smallest (H, W) the network accepts).
     """
     output_fmt: str = 'NCHW'
+    feature_levels: str = 'stages'  # the nn.Sequential whose outputs are the feature levels (isotropic: 'blocks')
+    intermediate_fmts: Tuple[str, ...] = ('NCHW', 'NHWC')  # what forward_intermediates can return
     no_weight_decay_names: Tuple[str, ...] = NO_WEIGHT_DECAY
     # conv-dominated NCHW families run in channels-last memory, oneDNN's native conv layout (values unchanged;
     # PoolFormer-S12 ~1.2x, SHViT-S4 ~1.1x on 2 CPU threads)
@@ -85,25 +88,41 @@ class Backbone(nn.Module):
         raise NotImplementedError(f'{type(self).__name__} has no size-dependent state to change')
 
     # -- forward ---------------------------------------------------------------------------------
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+    # The feature levels are `self.stages` (hierarchical) or `self.blocks` (isotropic, `feature_levels = 'blocks'`).
+    # forward_features and forward_intermediates are written once over three hooks that a family overrides
+    # where it differs: _begin (image -> input of the first level), _level (run level i) and _take (how level
+    # i's output is returned by forward_intermediates).
+    def _begin(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        """Image -> input of the first level, and what the levels need besides it (nothing here)."""
+        self.check_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.stem(x)
+        return self.stem(x), None
+
+    def _level(self, i: int, level: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
+        return level(x)
+
+    def _take(self, i: int, x: torch.Tensor, ctx: Any, norm: bool, output_fmt: str) -> torch.Tensor:
+        """Level i's output for forward_intermediates; the final norm is sized for (and applied to) the last stage's."""
+        return self._format(self.norm(x) if norm and i == len(self.stages) - 1 else x, output_fmt)
+
+    def _format(self, x: torch.Tensor, output_fmt: str, fmt: Optional[str] = None) -> torch.Tensor:
+        """A map in layout `fmt` (default: the stages' `output_fmt`) as `output_fmt`, contiguous."""
+        if output_fmt == (fmt or self.output_fmt):
+            return x.contiguous()
+        return x.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x.permute(0, 2, 3, 1).contiguous()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
-        return self.norm(self.stages(self._stem(x)))
+        x, ctx = self._begin(x)
+        for i, level in enumerate(getattr(self, self.feature_levels)):
+            x = self._level(i, level, x, ctx)
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def _format(self, x: torch.Tensor, output_fmt: str) -> torch.Tensor:
-        if output_fmt == self.output_fmt:
-            return x.contiguous()
-        return x.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else x.permute(0, 2, 3, 1).contiguous()
 
     def forward_intermediates(
             self,
@@ -114,30 +133,32 @@ class Backbone(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs at `indices` (timm semantics); `norm` applies the final norm to the last stage's."""
-        if output_fmt not in ('NCHW', 'NHWC'):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        self.check_input(x)
-        taken, max_index = take_indices(len(self.stages), indices)
-        last = len(self.stages) - 1
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index + 1]
+        """Level outputs at `indices` (timm semantics) in `output_fmt` (one of `intermediate_fmts`); `norm`: see
+        `_take`. The returned final features get the norm when every level ran."""
+        if output_fmt not in self.intermediate_fmts:
+            *first, last = map(repr, self.intermediate_fmts)
+            raise ValueError(f"output_fmt must be {', '.join(first)} or {last}, got {output_fmt!r}")
+        levels = getattr(self, self.feature_levels)
+        taken, max_index = take_indices(len(levels), indices)
+        x, ctx = self._begin(x)
+        run = levels if torch.jit.is_scripting() or not stop_early else levels[:max_index + 1]
         intermediates = []
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
+        for i, level in enumerate(run):
+            x = self._level(i, level, x, ctx)
             if i in taken:
-                intermediates.append(self._format(self.norm(x) if norm and i == last else x, output_fmt))
+                intermediates.append(self._take(i, x, ctx, norm, output_fmt))
         if intermediates_only:
             return intermediates
-        if len(stages) == len(self.stages):
+        if len(run) == len(levels):
             x = self.norm(x)
         return x, intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drop the stages after the last of `indices` (and the final norm / head) for feature extraction."""
-        taken, max_index = take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
+        """Drop the levels after the last of `indices` (and the final norm / head) for feature extraction."""
+        levels = getattr(self, self.feature_levels)
+        taken, max_index = take_indices(len(levels), indices)
+        setattr(self, self.feature_levels, levels[:max_index + 1])
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:

@@ -1,11 +1,16 @@
 """DeiT host (Touvron et al., ICML 2021): an isotropic ViT (patch 16, class token, learned position embedding)
-whose blocks take their token mixer as an argument (Agent-DeiT and InLine-DeiT are this host with another mixer).
+whose blocks take their token mixer as an argument (Agent-DeiT and InLine-DeiT are this host with another mixer;
+ConViT is this host with GPSA in the first blocks and the class token inserted after them, `cls_token_at`).
+The isotropic side of the backbone contract lives here once: the hooks of `Backbone.forward_features` /
+`forward_intermediates` (class token, position embedding, token -> map layouts), pruning, grad checkpointing,
+parameter groups and resolution changes.
 
-Tokens are (B, 1 + H * W, C), class token first. A mixer is called as
-mixer_layer(dim=, num_heads=, window_size=<patch grid at the built size>, qkv_bias=, attn_drop=, proj_drop=,
-num_prefix_tokens=1, **mixer_args[block]) and applied as mixer(tokens, (H, W)), so position-dependent mixers get
-the grid explicitly. The position embedding is stored at the built grid and resampled (bicubic, timm's
-`resample_abs_pos_embed`) for any other input size, on the fly, by `set_input_size` and by checkpoint filters.
+Tokens are (B, 1 + H * W, C), class token first (patch tokens only, (B, H * W, C), before block `cls_token_at`).
+A mixer is called as mixer_layer(dim=, num_heads=, window_size=<patch grid at the built size>, qkv_bias=,
+attn_drop=, proj_drop=, num_prefix_tokens=<1, or 0 before the class token>, **mixer_args[block]) and applied as
+mixer(tokens, (H, W)), so position-dependent mixers get the grid explicitly. The position embedding is stored
+at the built grid and resampled (bicubic, timm's `resample_abs_pos_embed`) for any other input size, on the fly,
+by `set_input_size` and by checkpoint filters.
 `features_only` returns the chosen blocks' patch tokens as NCHW maps at stride 16.
 """
 from __future__ import annotations
@@ -20,7 +25,7 @@ from timm.layers import DropPath, resample_abs_pos_embed, to_2tuple, trunc_norma
 
 from ..layers import Attention, PatchEmbed
 from ..layers.mlp import Mlp
-from ._base import Backbone, take_indices
+from ._base import Backbone
 from .swin import Swin
 
 __all__ = ['DeiT', 'DeiTBlock', 'TokenAttention', 'TokenHead', 'resize_deit_pos_embed']
@@ -38,15 +43,17 @@ class TokenAttention(Attention):
 
 
 class DeiTBlock(nn.Module):
-    """x + mixer(norm(x), grid), then x + mlp(norm(x)), on (B, 1 + H * W, C) tokens."""
+    """x + mixer(norm(x), grid), then x + mlp(norm(x)), on (B, num_prefix_tokens + H * W, C) tokens."""
 
     def __init__(self, dim: int, num_heads: int, grid_size: Tuple[int, int], mixer_layer: Callable = TokenAttention,
                  mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0.,
-                 drop_path: float = 0., norm_layer: Callable = nn.LayerNorm, **mixer_kwargs):
+                 drop_path: float = 0., norm_layer: Callable = nn.LayerNorm, num_prefix_tokens: int = 1,
+                 **mixer_kwargs):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = mixer_layer(dim=dim, num_heads=num_heads, window_size=grid_size, qkv_bias=qkv_bias,
-                                attn_drop=attn_drop, proj_drop=proj_drop, num_prefix_tokens=1, **mixer_kwargs)
+                                attn_drop=attn_drop, proj_drop=proj_drop, num_prefix_tokens=num_prefix_tokens,
+                                **mixer_kwargs)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
@@ -83,6 +90,8 @@ class TokenHead(nn.Module):
 
 class DeiT(Backbone):
     output_fmt = 'NLC'
+    feature_levels = 'blocks'
+    intermediate_fmts = ('NCHW', 'NHWC', 'NLC')
 
     def __init__(
             self,
@@ -97,39 +106,55 @@ class DeiT(Backbone):
             mlp_ratio: float = 4.,
             qkv_bias: bool = True,
             drop_rate: float = 0.,
+            pos_drop_rate: Optional[float] = None,
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
             mixer_layer: Callable = TokenAttention,
             mixer_args: Optional[Sequence[Dict]] = None,
+            cls_token_at: int = 0,
+            no_embed_class: bool = False,
     ):
         """
         Args:
             mixer_layer: token mixer class (see module doc).
             mixer_args: one dict per block of extra mixer keyword arguments; a dict may name its own
                 `mixer_layer` (e.g. agent attention in the first blocks, plain attention after).
+            pos_drop_rate: dropout after the position embedding (None: drop_rate).
+            cls_token_at: the class token is inserted before this block; the blocks before it see patch tokens
+                only and their mixers are built with num_prefix_tokens=0 (ConViT: after the GPSA blocks).
+            no_embed_class: the position embedding covers the patch tokens only, (1, H * W, C); required when
+                the class token joins after block 0.
         """
         super().__init__()
+        if cls_token_at and not no_embed_class:
+            raise ValueError('a class token inserted after the first block has no position embedding: '
+                             'set no_embed_class=True')
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.img_size = to_2tuple(img_size)
         self.patch_size = patch_size
         self.min_input_size = (patch_size, patch_size)
         self.num_features = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.cls_token_at = cls_token_at
+        self.no_embed_class = no_embed_class
         self.grid_size = self._grid(self.img_size)
         mixer_args = mixer_args or [{}] * depth
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
 
         self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=None)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid_size[0] * self.grid_size[1], embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        num_pos = self._pos_prefix + self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
+        self.pos_drop = nn.Dropout(drop_rate if pos_drop_rate is None else pos_drop_rate)
         blocks = []
         for i in range(depth):
             args = dict(mixer_args[i])
             blocks.append(DeiTBlock(embed_dim, num_heads, self.grid_size, args.pop('mixer_layer', mixer_layer),
-                                    mlp_ratio, qkv_bias, proj_drop_rate, attn_drop_rate, dpr[i], norm_layer, **args))
+                                    mlp_ratio, qkv_bias, proj_drop_rate, attn_drop_rate, dpr[i], norm_layer,
+                                    num_prefix_tokens=self._prefix_at(i), **args))
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.norm = norm_layer(embed_dim)
@@ -144,13 +169,23 @@ class DeiT(Backbone):
     def _grid(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
         return tuple(math.ceil(s / self.patch_size) for s in img_size)
 
+    @property
+    def _pos_prefix(self) -> int:
+        """Prefix tokens the position embedding has entries for."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
+
+    def _prefix_at(self, i: int) -> int:
+        """Prefix tokens in the input of block i."""
+        return self.num_prefix_tokens if i >= self.cls_token_at else 0
+
     def set_input_size(self, img_size=None, **kwargs) -> None:
         """Set the resolution the model is built for: position embedding and mixer position terms are resampled."""
         if img_size is not None:
             self.img_size = to_2tuple(img_size)
         grid = self._grid(self.img_size)
         with torch.no_grad():
-            pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size), num_prefix_tokens=1)
+            pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size),
+                                         num_prefix_tokens=self._pos_prefix)
         self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
         self.grid_size = grid
         for block in self.blocks:
@@ -158,67 +193,45 @@ class DeiT(Backbone):
                 block.attn.set_window_size(grid)
 
     # -- forward ---------------------------------------------------------------------------------
-    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    def _with_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+    def _begin(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Image -> tokens with the position embedding (resampled to the patch grid if needed), and the grid."""
         self.check_input(x)
         x = self.stem(x)  # B, H, W, C
         B, H, W, C = x.shape
+        x = x.reshape(B, H * W, C)
         pos = self.pos_embed
         if (H, W) != self.grid_size:
-            pos = resample_abs_pos_embed(pos, [H, W], list(self.grid_size), num_prefix_tokens=1)
-        x = torch.cat([self.cls_token.expand(B, -1, -1), x.reshape(B, H * W, C)], dim=1)
-        return self.pos_drop(x + pos), (H, W)
+            pos = resample_abs_pos_embed(pos, [H, W], list(self.grid_size), num_prefix_tokens=self._pos_prefix)
+        if not self.no_embed_class:
+            x = self._with_class_token(x) + pos
+        else:
+            x = x + pos
+            if self.cls_token_at == 0:
+                x = self._with_class_token(x)
+        return self.pos_drop(x), (H, W)
 
-    def _block(self, block: nn.Module, x: torch.Tensor, feat_size: Tuple[int, int]) -> torch.Tensor:
+    def _level(self, i: int, block: nn.Module, x: torch.Tensor, feat_size: Tuple[int, int]) -> torch.Tensor:
+        if 0 < self.cls_token_at == i:  # the class token joins here (after ConViT's GPSA blocks)
+            x = self._with_class_token(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return torch.utils.checkpoint.checkpoint(block, x, feat_size, use_reentrant=False)
         return block(x, feat_size)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = self._embed(x)
-        for block in self.blocks:
-            x = self._block(block, x, size)
-        return self.norm(x)
-
-    def _format(self, x: torch.Tensor, output_fmt: str, size: Tuple[int, int]) -> torch.Tensor:
+    def _take(self, i: int, x: torch.Tensor, feat_size: Tuple[int, int], norm: bool, output_fmt: str) -> torch.Tensor:
+        """Block i's output tokens ('NLC') or its patch tokens as an NCHW / NHWC map; `norm` applies the final norm
+        to every taken block (timm's ViT semantics)."""
+        x = self.norm(x) if norm else x
         if output_fmt == 'NLC':
             return x
-        maps = x[:, 1:].reshape(x.shape[0], *size, -1)
-        return maps.permute(0, 3, 1, 2).contiguous() if output_fmt == 'NCHW' else maps.contiguous()
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Block outputs at `indices`: patch tokens as NCHW/NHWC maps, or all tokens ('NLC'); `norm` applies the
-        final norm to each (timm's ViT semantics)."""
-        if output_fmt not in ('NCHW', 'NHWC', 'NLC'):
-            raise ValueError(f"output_fmt must be 'NCHW', 'NHWC' or 'NLC', got {output_fmt!r}")
-        taken, max_index = take_indices(len(self.blocks), indices)
-        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
-        x, size = self._embed(x)
-        intermediates = []
-        for i, block in enumerate(blocks):
-            x = self._block(block, x, size)
-            if i in taken:
-                intermediates.append(self._format(self.norm(x) if norm else x, output_fmt, size))
-        if intermediates_only:
-            return intermediates
-        if len(blocks) == len(self.blocks):
-            x = self.norm(x)
-        return x, intermediates
+        return self._format(x[:, self._prefix_at(i):].reshape(x.shape[0], *feat_size, -1), output_fmt, 'NHWC')
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        taken, max_index = take_indices(len(self.blocks), indices)
-        self.blocks = self.blocks[:max_index + 1]
-        if prune_norm:
-            self.norm = nn.Identity()
-        if prune_head:
+        taken = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        if not prune_head and len(self.blocks) <= self.cls_token_at:  # no class token left for the head
             self.reset_classifier(0, '')
         return taken
 
@@ -233,9 +246,12 @@ class DeiT(Backbone):
 
 
 def resize_deit_pos_embed(state_dict, model):
-    """Resample a square checkpoint `pos_embed` (1, 1 + n * n, C) to the model's grid where the sizes differ."""
+    """Resample a square checkpoint `pos_embed` ((1, 1 + n * n, C), or (1, n * n, C) with no_embed_class) to the
+    model's grid where the sizes differ."""
     v = state_dict.get('pos_embed')
     if v is not None and v.shape != model.pos_embed.shape:
-        side = math.isqrt(v.shape[1] - 1)
-        state_dict['pos_embed'] = resample_abs_pos_embed(v, list(model.grid_size), [side, side], num_prefix_tokens=1)
+        prefix = model._pos_prefix
+        side = math.isqrt(v.shape[1] - prefix)
+        state_dict['pos_embed'] = resample_abs_pos_embed(v, list(model.grid_size), [side, side],
+                                                         num_prefix_tokens=prefix)
     return state_dict

@@ -14,7 +14,7 @@ renormalisation is a no-op up to rounding and is skipped).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -69,7 +69,8 @@ def gpsa_offsets(H: int, W: int, device=None, dtype=None) -> torch.Tensor:
 
 
 class GPSA(nn.Module):
-    """Gated positional self-attention on (B, H, W, C) maps. Keys: qk, v, proj, pos_proj, gating_param."""
+    """Gated positional self-attention on (B, H, W, C) maps or (B, H * W, C) patch tokens with their grid.
+    Keys: qk, v, proj, pos_proj, gating_param."""
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, proj_drop: float = 0.,
                  locality_strength: float = 1., **_):
@@ -97,11 +98,17 @@ class GPSA(nn.Module):
                 self.pos_proj.weight[head] = torch.tensor([2. * (h2 - center), 2. * (h1 - center), -1.])
         self.pos_proj.weight.mul_(self.locality_strength)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = x.shape
+    def forward(self, x: torch.Tensor, feat_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """x: (B, H, W, C) maps, or (B, H * W, C) patch tokens of the grid feat_size = (H, W) (no prefix tokens,
+        the DeiT host's signature); returns the same layout."""
+        shape = x.shape
+        if x.ndim == 4:
+            B, H, W, C = shape
+        else:
+            (B, _, C), (H, W) = shape, feat_size
         N = H * W
         q, k = self.qk(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         pos_logits = self.pos_proj(gpsa_offsets(H, W, device=x.device, dtype=self.pos_proj.weight.dtype))
         x = gpsa(q, k, v, pos_logits.permute(2, 0, 1), self.gating_param)  # heads, N, N
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, H, W, C)))
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(shape)))
