@@ -8,31 +8,14 @@ import torch
 import torch.nn as nn
 from timm.layers import ConvNormAct
 
-__all__ = ['ConvBn', 'conv_bn', 'ConvStem', 'ConvBnMlp']
-
-
-class ConvBn(ConvNormAct):
-    """timm's ConvNormAct (keys conv, bn) that, in eval mode, folds the BatchNorm into the convolution on the
-    fly: one pass over the output instead of two, the same function up to float32 rounding. Training mode
-    (batch statistics) runs conv then BN."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bn = self.bn
-        if self.training or bn.running_mean is None or getattr(self, 'aa', None) is not None:
-            return super().forward(x)
-        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
-        shift = bn.bias - bn.running_mean * scale
-        if self.conv.bias is not None:
-            shift = shift + self.conv.bias * scale
-        x = self.conv._conv_forward(x, self.conv.weight * scale.view(-1, 1, 1, 1), shift)
-        return bn.act(bn.drop(x))
+__all__ = ['conv_bn', 'ConvStem', 'ConvBnMlp']
 
 
 def conv_bn(in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-            act_layer: Optional[Callable] = None, bn_weight_init: float = 1.) -> ConvBn:
+            act_layer: Optional[Callable] = None, bn_weight_init: float = 1.) -> ConvNormAct:
     """Conv (no bias, 'same'-style padding k // 2) -> BatchNorm [-> act]; bn_weight_init 0 makes a residual
     branch start as identity."""
-    m = ConvBn(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
+    m = ConvNormAct(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
                     apply_act=act_layer is not None, act_layer=act_layer)
     nn.init.constant_(m.bn.weight, bn_weight_init)
     nn.init.zeros_(m.bn.bias)

@@ -6,35 +6,32 @@ its query with a projection of that context (modulation).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fused import conv_act, linear_act
-
 __all__ = ['focal_modulation', 'FocalModulation']
 
 
 def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
-                     focal_layers: Sequence[Tuple[nn.Conv2d, nn.Module]],
+                     focal_layers: Sequence[Callable[[torch.Tensor], torch.Tensor]],
                      h: Callable[[torch.Tensor], torch.Tensor], normalize: bool = False) -> torch.Tensor:
     """q * h(sum_l gates[l] * ctx_l + gates[L] * gelu(mean_hw(ctx_L))), ctx_l = focal_layers[l](ctx_{l-1}).
 
-    q, ctx: (B, H, W, C); gates: (B, H, W, L + 1) for L = len(focal_layers) levels; each focal layer is a
-    (depthwise conv with 'same' padding, activation) pair, e.g. an nn.Sequential of the two;
+    q, ctx: (B, H, W, C); gates: (B, H, W, L + 1) for L = len(focal_layers) levels; each focal layer maps
+    (B, C, H, W) -> (B, C, H, W) (depthwise conv + GELU, 'same' padding, so any H, W);
     h: the modulator projection on (B, H, W, C). normalize divides the aggregated context by L + 1.
     Returns (B, H, W, C). The convolutions run on channels-last memory (a permuted view, no NCHW copy)."""
     level = len(focal_layers)
     ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     gates = gates.permute(0, 3, 1, 2)
-    ctx_all = None
+    ctx_all = 0
     for l, layer in enumerate(focal_layers):
-        ctx = conv_act(ctx, *layer)
-        gate = gates[:, l:l + 1]
-        ctx_all = ctx * gate if ctx_all is None else torch.addcmul(ctx_all, ctx, gate)  # one pass, not two
-    ctx_all = torch.addcmul(ctx_all, F.gelu(ctx.mean((2, 3), keepdim=True)), gates[:, level:])
+        ctx = layer(ctx)
+        ctx_all = ctx_all + ctx * gates[:, l:l + 1]
+    ctx_all = ctx_all + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, level:]
     if normalize:
         ctx_all = ctx_all / (level + 1)
     return q * h(ctx_all.permute(0, 2, 3, 1))
@@ -63,7 +60,7 @@ class FocalModulation(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, ctx, gates = linear_act(x, self.f).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
+        q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
         x = focal_modulation(q, ctx, gates, self.focal_layers, self.h, self.normalize_modulator)
         return self.proj_drop(self.proj(self.norm(x)))
 

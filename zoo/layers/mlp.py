@@ -1,23 +1,12 @@
-"""MLPs: timm's Mlp with a fused CPU inference path, and the variants timm.layers lacks."""
+"""MLP variants that timm.layers lacks."""
 from __future__ import annotations
 
 from typing import Optional, Type
 
 import torch
 import torch.nn as nn
-from timm.layers import Mlp as _TimmMlp
 
-from .fused import linear_act
-
-__all__ = ['Mlp', 'DWConvMlp']
-
-
-class Mlp(_TimmMlp):
-    """timm's Mlp (same arguments, modules and state dict), with fc1 + GELU fused for CPU inference."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop1(linear_act(x, self.fc1, self.act))
-        return self.drop2(self.fc2(self.norm(x)))
+__all__ = ['DWConvMlp']
 
 
 class DWConvMlp(nn.Module):

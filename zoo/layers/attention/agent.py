@@ -22,7 +22,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import to_2tuple, trunc_normal_
 
-from ..fused import linear_act
 from .dense import dense_attention
 
 __all__ = ['agent_attention', 'agent_position_biases', 'resize_agent_biases', 'resize_grid', 'AgentAttention']
@@ -138,7 +137,7 @@ class AgentAttention(nn.Module):
         B, L, C = x.shape
         H, W = feat_size
         P = self.num_prefix_tokens
-        qkv = linear_act(x, self.qkv)
+        qkv = self.qkv(x)
         q_map = qkv[:, P:, :C].transpose(1, 2).reshape(B, C, H, W)
         agents = F.adaptive_avg_pool2d(q_map, self.pool_size)  # B, C, p, p
         agents = agents.reshape(B, self.num_heads, self.head_dim, -1).transpose(-2, -1)

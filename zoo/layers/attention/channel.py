@@ -12,7 +12,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..fused import linear_act
 from .dense import dense_attention
 
 __all__ = ['channel_attention', 'ChannelAttention']
@@ -41,6 +40,6 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         B, C = shape[0], shape[-1]
-        q, k, v = linear_act(x, self.qkv).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         x = channel_attention(q, k, v).transpose(1, 2).reshape(shape)
         return self.proj_drop(self.proj(x))

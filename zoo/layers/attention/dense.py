@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fused import linear_act
 from .dispatch import AttentionOp
 
 __all__ = ['dense_attention', 'Attention']
@@ -82,6 +81,6 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, N, _ = x.shape
-        q, k, v = linear_act(x, self.qkv).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))

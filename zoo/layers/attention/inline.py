@@ -18,8 +18,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fused import linear_act
-
 __all__ = ['inline_attention', 'dynamic_depthwise_conv', 'InLineAttention']
 
 Size2 = Tuple[int, int]
@@ -92,7 +90,7 @@ class InLineAttention(nn.Module):
         B, L, C = x.shape
         H, W = feat_size
         P = self.num_prefix_tokens
-        q, k, v = linear_act(x, self.qkv).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         phi = _KERNELS[self.kernel_func]
         out = inline_attention(phi(q) if phi else q, phi(k) if phi else k, v)
         out = out.transpose(1, 2).reshape(B, L, C)

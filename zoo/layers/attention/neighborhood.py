@@ -49,7 +49,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import to_2tuple, trunc_normal_
 
-from ..fused import linear_act
 from .dispatch import AttentionOp
 from .._cache import shape_cache
 
@@ -463,7 +462,7 @@ class NeighborhoodAttention2D(nn.Module):
         dilation, (Hp, Wp) = self.effective(H, W)
         if (Hp, Wp) != (H, W):
             x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
-        q, k, v = linear_act(x, self.qkv).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
+        q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
         x = na2d(q, k, v, self.kernel_size, dilation, rpb=self.rpb, scale=self.scale).reshape(B, Hp, Wp, -1)
         if (Hp, Wp) != (H, W):
             x = x[:, :H, :W]

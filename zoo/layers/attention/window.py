@@ -17,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
-from ..fused import linear_act
 from .dense import dense_attention
 from .._cache import shape_cache
 
@@ -237,7 +236,7 @@ class WindowAttention(WindowMixer):
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape
-        q, k, v = linear_act(x, self.qkv).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
         bias = self.rel_pos() if self.rel_pos is not None else None  # heads, N, N
         if mask is not None:
             mask = mask.unsqueeze(1)  # nW, 1, N, N
