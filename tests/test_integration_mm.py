@@ -374,7 +374,8 @@ def _train_toy(config, toy_root, work_dir, iters, options):
     return losses, metrics
 
 
-def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):  # ~80 s on 2 cores
+@pytest.mark.slow
+def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):
     cfg = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
     losses, metrics = _train_toy(cfg, toy_root, tmp_path, 80, SMALL_MASK_RCNN + ['optim_wrapper.optimizer.lr=0.0005'])
     first, last = losses[:3].mean(), losses[-3:].mean()
@@ -382,6 +383,7 @@ def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):  # ~80 s on 2 co
     assert metrics['coco/bbox_mAP_50'] > 0.1, metrics  # an untrained detector scores ~0 here
 
 
+@pytest.mark.slow
 def test_upernet_toy_training_end_to_end(toy_root, tmp_path):
     cfg = osp.join(ROOT, 'configs/seg/swin/upernet_zoo_swin_tiny_160k_ade20k_512.py')
     losses, metrics = _train_toy(cfg, toy_root, tmp_path, 40, [
