@@ -206,6 +206,7 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
     """Each tile's queries attend the key rectangle around them by SDPA; a mask keeps every query to its own
     neighbourhood. Images (or, for big maps, runs of tiles) go through in cache-sized chunks."""
     B, H, W, heads, d = q.shape
+    scale = _scale(q, scale)
     tile = tile or _tile_size(kernel_size, (-(-H // dilation[0]), -(-W // dilation[1])))
     q_index, k_index, out_index, axis_h, axis_w = _plan(H, W, tuple(kernel_size), tuple(dilation), tuple(tile),
                                                        q.device)
@@ -230,7 +231,7 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
                 return rows.transpose(2, 3).reshape(-1, n * heads, index.shape[1], d)
 
             o = F.scaled_dot_product_attention(gather(q, qi), gather(k, ki), gather(v, ki),
-                                               attn_mask=mask[ts].view(1, n * heads, L, S), scale=_scale(q, scale))
+                                               attn_mask=mask[ts].view(1, n * heads, L, S), scale=scale)
             out[bs, ts] = o.view(-1, n, heads, L, d).transpose(2, 3)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
