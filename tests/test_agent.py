@@ -117,11 +117,15 @@ def naive_agent(m: AgentAttention, x: torch.Tensor) -> torch.Tensor:
     B, H, W, C = x.shape
     h, d = m.num_heads, C // m.num_heads
     q, k, v = m.qkv(x.reshape(B, H * W, C)).chunk(3, dim=-1)
-    agents = F.adaptive_avg_pool2d(q.reshape(B, H, W, C).permute(0, 3, 1, 2), m.pool_size).flatten(2).transpose(1, 2)
+    agents = F.adaptive_avg_pool2d(q.reshape(B, H, W, C).permute(0, 3, 1, 2), m.agent_shape).flatten(2).transpose(1, 2)
     q, k, v, a = (t.reshape(B, -1, h, d).transpose(1, 2) for t in (q, k, v, agents))
-    up = lambda t: F.interpolate(t, size=(H, W), mode='bilinear', align_corners=False)  # noqa: E731
-    agent_bias = (up(m.an_bias) + up((m.ah_bias + m.aw_bias)[0])).flatten(2)
-    token_bias = (up(m.na_bias) + up((m.ha_bias + m.wa_bias)[0].permute(0, 3, 1, 2))).flatten(2).transpose(1, 2)
+    up = lambda t, size: F.interpolate(t, size=size, mode='bilinear', align_corners=False)  # noqa: E731
+    p, n = m.pool_size, H * W
+    # to the map size, then (detection configs) over the p x p agent grid to agent_shape
+    agent_bias = up(m.an_bias, (H, W)) + up((m.ah_bias + m.aw_bias)[0], (H, W))
+    agent_bias = up(agent_bias.reshape(h, p, p, n).permute(0, 3, 1, 2), m.agent_shape).reshape(h, n, -1).transpose(1, 2)
+    token_bias = up(m.na_bias, (H, W)) + up((m.ha_bias + m.wa_bias)[0].permute(0, 3, 1, 2), (H, W))
+    token_bias = up(token_bias.reshape(h, p, p, n).permute(0, 3, 1, 2), m.agent_shape).reshape(h, n, -1)
     s = d ** -0.5
     agent_v = torch.softmax(a * s @ k.transpose(-2, -1) + agent_bias, dim=-1) @ v
     out = torch.softmax(q * s @ a.transpose(-2, -1) + token_bias, dim=-1) @ agent_v
@@ -130,11 +134,13 @@ def naive_agent(m: AgentAttention, x: torch.Tensor) -> torch.Tensor:
     return m.proj(out + m.dwc(v_map).permute(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize('size', [(12, 12), (9, 17), (3, 2)])
+@pytest.mark.parametrize('size,agent_shape', [((12, 12), None), ((9, 17), None), ((3, 2), None),
+                                              ((20, 26), (6, 6)), ((9, 17), (3, 5))])
 @torch.no_grad()
-def test_mixer_matches_plain_definition_any_size(size):
+def test_mixer_matches_plain_definition_any_size(size, agent_shape):
+    """Any map size, and the authors' larger downstream agent grids (agent_shape, e.g. 9-12-14-7 for detection)."""
     torch.manual_seed(0)
-    m = AgentAttention(32, 2, window_size=(12, 12), agent_num=16).eval()
+    m = AgentAttention(32, 2, window_size=(12, 12), agent_num=16, agent_shape=agent_shape).eval()
     for p in (m.an_bias, m.na_bias, m.ah_bias, m.aw_bias, m.ha_bias, m.wa_bias):
         p.normal_(std=0.5)
     x = torch.randn(2, *size, 32)

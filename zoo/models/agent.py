@@ -9,7 +9,7 @@ the model is built for another size than the checkpoint.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -81,19 +81,26 @@ def checkpoint_filter_deit(state_dict, model):
     return resize_agent_tables(deit.resize_deit_pos_embed(deit_rename(state_dict), model), model)
 
 
+def _agent_args(agent_num: Sequence[int], agent_shapes: Optional[Sequence[Sequence[int]]]):
+    """Per-stage mixer arguments. agent_shapes: the agent grid per stage for dense prediction, e.g. the authors'
+    ((9, 9), (12, 12), (14, 14), (7, 7)) for Agent-Swin detection (None: the trained p x p grids)."""
+    agent_shapes = agent_shapes or [None] * len(agent_num)
+    return [dict(agent_num=a, agent_shape=s) for a, s in zip(agent_num, agent_shapes)]
+
+
 def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 6, 2),
                  global_blocks: Sequence[int] = (2, 2, 6, 0), agent_num: Sequence[int] = (9, 16, 49, 49),
-                 img_size=224, patch_size: int = 4, window_size=None, **kwargs):
-    args = hybrid_swin_args(depths, global_blocks, AgentAttention, [dict(agent_num=a) for a in agent_num],
+                 agent_shapes=None, img_size=224, patch_size: int = 4, window_size=None, **kwargs):
+    args = hybrid_swin_args(depths, global_blocks, AgentAttention, _agent_args(agent_num, agent_shapes),
                             img_size=img_size, patch_size=patch_size, window_size=window_size)
     return build_model(swin.Swin, variant, pretrained, num_stages=len(depths),
                        checkpoint_filter=checkpoint_filter_swin, **args, **kwargs)
 
 
 def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 2, 2),
-                agent_num: Sequence[int] = (9, 16, 49, 49), **kwargs):
+                agent_num: Sequence[int] = (9, 16, 49, 49), agent_shapes=None, **kwargs):
     return build_model(pvt.PVT, variant, pretrained, num_stages=len(depths), checkpoint_filter=checkpoint_filter_pvt,
-                       depths=depths, mixer_layer=AgentAttention, mixer_args=[dict(agent_num=a) for a in agent_num],
+                       depths=depths, mixer_layer=AgentAttention, mixer_args=_agent_args(agent_num, agent_shapes),
                        **kwargs)
 
 

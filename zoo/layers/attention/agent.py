@@ -10,6 +10,9 @@ so the cost is linear in N. B_a / B_t are learned position biases between each a
 low-resolution (agents, 7, 7) map resampled to the feature map, plus per-row and per-column terms stored at
 the feature size the model is built for. Every term is resampled bilinearly (align_corners=False, as the
 authors' detection code does) whenever the map has another (H, W); sizes always come in explicitly.
+For dense prediction the authors pool the queries to a larger agent grid than the p x p one trained on
+(`agent_shape`, e.g. 9-12-14-7 per Swin stage for detection); the biases are then resampled over the agent
+grid too, so the classification weights load unchanged.
 Both softmax attentions run through `dense_attention`, so they share its backends (SDPA / reference).
 """
 from __future__ import annotations
@@ -40,20 +43,29 @@ def resize_grid(t: torch.Tensor, size: Size2) -> torch.Tensor:
 
 def agent_position_biases(
         an_bias: torch.Tensor, na_bias: torch.Tensor, ah_bias: torch.Tensor, aw_bias: torch.Tensor,
-        ha_bias: torch.Tensor, wa_bias: torch.Tensor, size: Size2,
+        ha_bias: torch.Tensor, wa_bias: torch.Tensor, size: Size2, agent_shape: Optional[Size2] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Agent<->token position biases for an H x W map.
 
-    an_bias / na_bias: (heads, A, h0, w0) low-resolution maps (agents->tokens / tokens->agents);
+    an_bias / na_bias: (heads, A, h0, w0) low-resolution maps (agents->tokens / tokens->agents), A = p * p;
     ah_bias: (1, heads, A, Hb, 1), aw_bias: (1, heads, A, 1, Wb), ha_bias: (1, heads, Hb, 1, A),
     wa_bias: (1, heads, 1, Wb, A): row/column terms at the built size (Hb, Wb).
-    Returns agent_bias (heads, A, H*W) and token_bias (heads, H*W, A).
+    agent_shape: the (a_h, a_w) agent grid used now (default p x p); the biases are resampled to it.
+    Returns agent_bias (heads, a, H*W) and token_bias (heads, H*W, a), a = a_h * a_w.
     """
     H, W = size
     heads, A = an_bias.shape[:2]
+    p = math.isqrt(A)
+    agent_shape = tuple(agent_shape or (p, p))
     agent_bias = resize_grid(an_bias, size) + resize_grid((ah_bias + aw_bias)[0], size)
     token_bias = resize_grid(na_bias, size) + resize_grid((ha_bias + wa_bias)[0].permute(0, 3, 1, 2), size)
-    return agent_bias.reshape(heads, A, H * W), token_bias.reshape(heads, A, H * W).transpose(1, 2)
+    if agent_shape == (p, p):
+        return agent_bias.reshape(heads, A, H * W), token_bias.reshape(heads, A, H * W).transpose(1, 2)
+    # both (heads, A, H, W) -> (heads, H*W, a_h, a_w): resample over the agent grid
+    agent_bias, token_bias = [
+        resize_grid(b.reshape(heads, p, p, H * W).permute(0, 3, 1, 2), agent_shape).reshape(heads, H * W, -1)
+        for b in (agent_bias, token_bias)]
+    return agent_bias.transpose(1, 2), token_bias
 
 
 def agent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, agents: torch.Tensor,
@@ -76,12 +88,15 @@ class AgentAttention(nn.Module):
             stored at this size (hosts such as Swin pass the window clamped to the map, i.e. the map size).
         shift_size: accepted for host compatibility and ignored (the mixer is global).
         agent_num: number of agents, a square (p * p); they are the queries average-pooled to p x p.
+        agent_shape: pool the queries to this (a_h, a_w) agent grid instead (dense prediction at large
+            sizes, as the authors' detection/segmentation configs do); the biases are resampled to it.
         kernel_size: depthwise conv on V added to the output.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: Size2 = (14, 14), shift_size: Size2 = (0, 0),
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0., agent_num: int = 49,
-                 kernel_size: int = 3, bias_grid: int = 7, num_prefix_tokens: int = 0):
+                 agent_shape: Optional[Size2] = None, kernel_size: int = 3, bias_grid: int = 7,
+                 num_prefix_tokens: int = 0):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -89,6 +104,9 @@ class AgentAttention(nn.Module):
         self.pool_size = math.isqrt(agent_num)
         if self.pool_size ** 2 != agent_num:
             raise ValueError(f'agent_num must be a square number, got {agent_num}')
+        self.agent_shape = to_2tuple(agent_shape) if agent_shape is not None else (self.pool_size, self.pool_size)
+        if num_prefix_tokens and self.agent_shape != (self.pool_size, self.pool_size):
+            raise ValueError('agent_shape cannot change the agent grid of a model with prefix tokens')
         self.window_size = to_2tuple(window_size)
         Hb, Wb = self.window_size
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
@@ -124,7 +142,7 @@ class AgentAttention(nn.Module):
 
     def biases(self, size: Size2) -> Tuple[torch.Tensor, torch.Tensor]:
         return agent_position_biases(self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias,
-                                     self.wa_bias, size)
+                                     self.wa_bias, size, self.agent_shape)
 
     def forward(self, x: torch.Tensor, feat_size: Optional[Size2] = None) -> torch.Tensor:
         """x: a (B, H, W, C) map, or (B, P + H * W, C) tokens (P prefix tokens first) with feat_size=(H, W)."""
@@ -139,7 +157,7 @@ class AgentAttention(nn.Module):
         P = self.num_prefix_tokens
         qkv = self.qkv(x)
         q_map = qkv[:, P:, :C].transpose(1, 2).reshape(B, C, H, W)
-        agents = F.adaptive_avg_pool2d(q_map, self.pool_size)  # B, C, p, p
+        agents = F.adaptive_avg_pool2d(q_map, self.agent_shape)  # B, C, a_h, a_w
         agents = agents.reshape(B, self.num_heads, self.head_dim, -1).transpose(-2, -1)
         q, k, v = qkv.reshape(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         agent_bias, token_bias = self.biases((H, W))
@@ -155,7 +173,8 @@ class AgentAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self) -> str:
-        return f'num_heads={self.num_heads}, agent_num={self.agent_num}, bias_size={self.window_size}'
+        return (f'num_heads={self.num_heads}, agent_num={self.agent_num}, agent_shape={self.agent_shape}, '
+                f'bias_size={self.window_size}')
 
 
 def resize_agent_biases(biases: dict, size: Size2) -> dict:
