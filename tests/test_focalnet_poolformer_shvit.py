@@ -153,6 +153,22 @@ def test_exact_against_timm_and_authors_layout(name, tmp_path):
 
 
 @torch.no_grad()
+def test_focalnet_imagenet_weights_load_into_detection_kernels(tmp_path):
+    """The authors' detection/segmentation FocalNets use focal kernels 9-11-13 and load the ImageNet 3-5-7
+    kernels zero-padded around the centre: the padded model computes exactly the same function."""
+    tiny = dict(embed_dim=16, depths=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    ref = randomize_(timm.create_model('zoo_focalnet_tiny_lrf', **tiny).eval())
+    path = tmp_path / 'official.pth'
+    torch.save(ref.state_dict(), path)
+    det = timm.create_model('zoo_focalnet_tiny_lrf', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                            focal_windows=(9, 9, 9, 9), **tiny).eval()
+    assert det.stages[0].blocks[0].mixer.focal_layers[2][0].weight.shape[-1] == 13
+    x = image(64)
+    torch.testing.assert_close(det(x), ref(x), atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
 def test_shvit_fused_release_and_2d_weights(tmp_path):
     """A deploy (BN-fused) state dict of the authors' model, and 1x1 conv weights stored 2-D (the authors'
     loader reshapes those with [:, :, None, None]), load exactly."""

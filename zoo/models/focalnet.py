@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import ClassifierHead
 from timm.models import generate_default_cfgs
 
@@ -97,10 +98,22 @@ def checkpoint_filter_fn(state_dict, model: FocalNet):
             state_dict = rename(state_dict, [
                 (r'^layers\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) + 1}.downsample')])
         state_dict = rename(state_dict, _ZOO_FROM_FOREIGN)
-    # linear layers: the release's modulation.h and all of timm's 1x1 convs are (out, in, 1, 1)
     own = model.state_dict()
-    return {k: v.reshape(own[k].shape) if k in own and v.ndim == 4 and own[k].ndim == 2 else v
-            for k, v in state_dict.items()}
+    out = {}
+    for k, v in state_dict.items():
+        if k in own and v.ndim == 4 and own[k].ndim == 2:
+            v = v.reshape(own[k].shape)  # the release's modulation.h and all of timm's 1x1 convs: (out, in, 1, 1)
+        elif '.focal_layers.' in k and k in own and v.shape[-2:] != own[k].shape[-2:]:
+            v = center_kernel(v, own[k].shape[-1])
+        out[k] = v
+    return out
+
+
+def center_kernel(w: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad (or crop) a (C, 1, k, k) depthwise kernel to size x size around its centre: how the authors load
+    ImageNet weights (focal kernels 3-5-7) into their detection/segmentation models (9-11-13)."""
+    p = (size - w.shape[-1]) // 2
+    return F.pad(w, (p, p, p, p))  # a negative pad crops
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs):
