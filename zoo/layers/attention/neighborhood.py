@@ -212,7 +212,6 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
                                                        q.device)
     mask = _tile_mask(rpb, q.dtype, q.device, axis_h, axis_w)  # tiles, heads or 1, L, S
     tiles, _, L, S = mask.shape
-    mask = mask.expand(-1, heads, -1, -1).contiguous()  # so that each chunk's slice is a view
     q_index, k_index = q_index.view(tiles, L), k_index.view(tiles, S)
     q, k, v = (x.reshape(B, H * W, heads, d) for x in (q, k, v))
     out = q.new_empty(B, tiles, L, heads, d)
@@ -220,19 +219,21 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
     tile_bytes = heads * S * d * q.element_size()
     images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
     step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
+    if images > 1:  # every image of a chunk has the same tiles: one (images * tiles)-row mask, built once
+        mask = mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
     for b in range(0, B, images):
         for t in range(0, tiles, step):
             bs, ts = slice(b, b + images), slice(t, t + step)
             qi, ki = q_index[ts], k_index[ts]
-            n = len(qi)
 
-            def gather(x, index):  # (b, H * W, heads, d) -> (b, n * heads, len, d): rows, then one heads-first copy
-                rows = x[bs].index_select(1, index.flatten()).view(-1, n, index.shape[1], heads, d)
-                return rows.transpose(2, 3).reshape(-1, n * heads, index.shape[1], d)
+            def gather(x, index):  # (b, H * W, heads, d) -> (b * n, heads, len, d), a view of the gathered rows
+                rows = x[bs].index_select(1, index.flatten())  # SDPA reads the strided heads: no second copy
+                return rows.view(-1, index.shape[1], heads, d).transpose(1, 2)
 
-            o = F.scaled_dot_product_attention(gather(q, qi), gather(k, ki), gather(v, ki),
-                                               attn_mask=mask[ts].view(1, n * heads, L, S), scale=scale)
-            out[bs, ts] = o.view(-1, n, heads, L, d).transpose(2, 3)
+            qt = gather(q, qi)
+            o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), scale=scale,
+                                               attn_mask=mask[:len(qt)] if images > 1 else mask[ts])
+            out[bs, ts] = o.transpose(1, 2).view(-1, len(qi), L, heads, d)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
 
