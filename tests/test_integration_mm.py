@@ -1,5 +1,5 @@
 """mmdet / mmseg integration: registration, every repo config, detector/segmentor builds with forward+backward
-for each family that has configs, the optimizer constructor, and end-to-end toy training (slow).
+for each family that has configs, the optimizer constructor, and end-to-end toy training (Mask R-CNN, UPerNet).
 
 Skipped (with the reason) when the OpenMMLab stack is not importable; `make test` installs it (`make mm`).
 """
@@ -359,14 +359,14 @@ def toy_root(tmp_path_factory):
 
 def _train_toy(config, toy_root, work_dir, iters, options):
     """Train `iters` steps on the toy set through the tools' config path; (loss per step, metrics on the
-    training images)."""
+    training images). Seeded: without `randomness.seed` mmengine draws a new seed every run (measured over 8
+    seeds at 40 UPerNet steps the loss ratio was 0.39-0.43 against the 0.5 bar; at 80 steps 0.20-0.23)."""
     from mmengine.runner import Runner
     from zoo.integrations.mm_runner import load_config, parse_args
     argv = [config, '--toy', toy_root, '--toy-size', '96', '--toy-eval', 'train', '--iters', str(iters), '--cpu',
             '--work-dir', str(work_dir), '--cfg-options', 'model.backbone.pretrained=None',
-            f'train_cfg.val_interval={iters + 1}', *options]
+            f'train_cfg.val_interval={iters + 1}', 'randomness.seed=0', *options]
     cfg = load_config(parse_args('train', argv))
-    torch.manual_seed(0)
     runner = Runner.from_cfg(cfg)
     runner.train()
     losses = runner.message_hub.get_scalar('train/loss')._log_history
@@ -374,7 +374,6 @@ def _train_toy(config, toy_root, work_dir, iters, options):
     return losses, metrics
 
 
-@pytest.mark.slow
 def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):
     cfg = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
     losses, metrics = _train_toy(cfg, toy_root, tmp_path, 80, SMALL_MASK_RCNN + ['optim_wrapper.optimizer.lr=0.0005'])
@@ -383,10 +382,9 @@ def test_mask_rcnn_toy_training_end_to_end(toy_root, tmp_path):
     assert metrics['coco/bbox_mAP_50'] > 0.1, metrics  # an untrained detector scores ~0 here
 
 
-@pytest.mark.slow
 def test_upernet_toy_training_end_to_end(toy_root, tmp_path):
     cfg = osp.join(ROOT, 'configs/seg/swin/upernet_zoo_swin_tiny_160k_ade20k_512.py')
-    losses, metrics = _train_toy(cfg, toy_root, tmp_path, 40, [
+    losses, metrics = _train_toy(cfg, toy_root, tmp_path, 80, [
         'model.backbone.model_kwargs.embed_dim=16', 'model.backbone.model_kwargs.depths=(1,1,1,1)',
         'model.backbone.model_kwargs.num_heads=(1,1,2,2)', 'model.decode_head.in_channels=[16,32,64,128]',
         'model.decode_head.channels=64', 'model.auxiliary_head.in_channels=64',
