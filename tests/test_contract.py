@@ -74,6 +74,8 @@ def test_features_only_matches_intermediates(model):
     for o, r, ch, red in zip(outs, ref, feat.feature_info.channels(), feat.feature_info.reduction()):
         torch.testing.assert_close(o, r)
         assert o.shape[1] == ch and o.shape[2] == math.ceil(x.shape[2] / red)
+    # no parameters left that the features do not use (DDP without find_unused_parameters fails on them)
+    assert not [n for n, _ in feat.model.head.named_parameters()], 'the pruned model keeps head parameters'
 
 
 @torch.no_grad()

@@ -162,7 +162,10 @@ class Backbone(nn.Module):
         if prune_norm:
             self.norm = nn.Identity()
         if prune_head:
+            # nothing of the head may stay: a norm or pre-logits layer left in a feature extractor gets no
+            # gradient, and DDP (mmdet/mmseg default find_unused_parameters=False) fails on unused parameters
             self.reset_classifier(0, '')
+            self.head = nn.Identity()
         return taken
 
     # -- classifier ------------------------------------------------------------------------------
