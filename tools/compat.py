@@ -23,37 +23,7 @@ import torch  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.profile import BenchOptions, context  # noqa: E402
-from zoo.profile.compat import check_model, format_compat  # noqa: E402
-
-
-def family_key(name: str) -> str:
-    parts = name.split('_')
-    # host x mixer families (agent/inline on swin and pvt) count as one family per host
-    return '_'.join(parts[:3]) if parts[1] in ('agent', 'inline') else '_'.join(parts[:2])
-
-
-_SIZE_ORDER = ['mini', 's1', 'tiny', 's12', 's2', 'small', 's24', 's3', 's36', 'medium', 'm36', 's4', 'base', 'm48',
-               'large', 'huge']
-
-
-def _name_rank(name: str) -> float:
-    """Rough size rank from the variant name (resolution/extra suffixes rank later)."""
-    tokens = name.split('_')[2:]
-    rank = min((_SIZE_ORDER.index(t) for t in tokens if t in _SIZE_ORDER), default=len(_SIZE_ORDER))
-    return rank + 0.1 * (len(tokens) - 1)
-
-
-def smallest_per_family(names):
-    """The smallest variant per family, by the variant name (tiny < small < base ...), then the paper's params."""
-    from zoo.profile.paper import paper_number
-    best = {}
-    for name in names:
-        n = paper_number(name, 'params_m')
-        n = (_name_rank(name), n if n is not None else float('inf'))
-        key = family_key(name)
-        if key not in best or n < best[key][0]:
-            best[key] = (n, name)
-    return sorted(v[1] for v in best.values())
+from zoo.profile.compat import check_model, format_compat, smallest_per_family  # noqa: E402
 
 
 def main(argv=None):

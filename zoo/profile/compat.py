@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from .flops import make_inputs
 
-__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat', 'clear_zoo_caches']
+__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat', 'clear_zoo_caches',
+           'family_key', 'smallest_per_family']
 
 _ZOO_ROOT = str(Path(__file__).resolve().parents[1])
 Size = Tuple[int, int]
@@ -265,6 +266,41 @@ def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence
             raise ValueError(f'unknown check {c!r}')
         row[c]['seconds'] = time.perf_counter() - t0
     return row
+
+
+def family_key(name: str) -> str:
+    """'zoo_swin_tiny' -> 'zoo_swin'; host x mixer families keep the host: 'zoo_agent_pvt_tiny' -> 'zoo_agent_pvt'."""
+    parts = name.split('_')
+    # host x mixer families (agent/inline on swin and pvt) count as one family per host
+    return '_'.join(parts[:3]) if parts[1] in ('agent', 'inline') else '_'.join(parts[:2])
+
+
+_SIZE_ORDER = ['mini', 's1', 'tiny', 's12', 's2', 'small', 's24', 's3', 's36', 'medium', 'm36', 's4', 'base', 'm48',
+               'large', 'huge']
+
+
+def _name_rank(name: str) -> float:
+    """Rough size rank from the variant name (resolution/extra suffixes rank later)."""
+    tokens = name.split('_')[2:]
+    rank = min((_SIZE_ORDER.index(t) for t in tokens if t in _SIZE_ORDER), default=len(_SIZE_ORDER))
+    return rank + 0.1 * (len(tokens) - 1)
+
+
+def smallest_per_family(names: Optional[Sequence[str]] = None) -> List[str]:
+    """The smallest variant per family (of `names`, default every registered zoo model), by the variant name
+    (tiny < small < base ...), then the paper's params. tools/compat.py and tests/test_compat_families.py use it."""
+    from zoo.profile.paper import paper_number
+    if names is None:
+        import zoo
+        names = zoo.list_models()
+    best = {}
+    for name in names:
+        n = paper_number(name, 'params_m')
+        n = (_name_rank(name), n if n is not None else float('inf'))
+        key = family_key(name)
+        if key not in best or n < best[key][0]:
+            best[key] = (n, name)
+    return sorted(v[1] for v in best.values())
 
 
 def _cell(r: Optional[Dict[str, Any]]) -> str:
