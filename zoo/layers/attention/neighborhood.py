@@ -164,7 +164,7 @@ def _axis_plan(length: int, kernel: int, dilation: int, tile: int):
     return q_pos, k_pos, slot, inverse, uniq[..., :rect].bool(), uniq[..., rect:]
 
 
-@shape_cache(maxsize=128)
+@shape_cache(maxsize=128, constant_under_export=True)  # _axis_plan's torch.unique: data-dependent sizes
 def _plan(H: int, W: int, kernel_size, dilation, tile, device):
     """The 2-D tiling as flat (H * W) indexes: queries (T * th * tw,), keys (T * rh * rw,), and output slots (H * W,)
     for T = Ah * Aw tiles, plus each axis' pattern tables for the mask."""
@@ -217,22 +217,25 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
     q, k, v = (x.reshape(B, H * W, heads, d) for x in (q, k, v))
     out = q.new_empty(B, tiles, L, heads, d)
 
-    tile_bytes = heads * S * d * q.element_size()
-    images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
-    step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
-    for b in range(0, B, images):
-        for t in range(0, tiles, step):
-            bs, ts = slice(b, b + images), slice(t, t + step)
-            qi, ki = q_index[ts], k_index[ts]
-            n = len(qi)
+    if torch.compiler.is_compiling():  # one chunk: a Python loop over the batch would fix its size in the graph
+        chunks = [(slice(None), slice(None))]
+    else:
+        tile_bytes = heads * S * d * q.element_size()
+        images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
+        step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
+        chunks = [(slice(b, b + images), slice(t, t + step))
+                  for b in range(0, B, images) for t in range(0, tiles, step)]
+    for bs, ts in chunks:
+        qi, ki = q_index[ts], k_index[ts]
+        n = len(qi)
 
-            def gather(x, index):  # (b, H * W, heads, d) -> (b, n * heads, len, d): rows, then one heads-first copy
-                rows = x[bs].index_select(1, index.flatten()).view(-1, n, index.shape[1], heads, d)
-                return rows.transpose(2, 3).reshape(-1, n * heads, index.shape[1], d)
+        def gather(x, index):  # (b, H * W, heads, d) -> (b, n * heads, len, d): rows, then one heads-first copy
+            rows = x[bs].index_select(1, index.flatten()).view(-1, n, index.shape[1], heads, d)
+            return rows.transpose(2, 3).reshape(-1, n * heads, index.shape[1], d)
 
-            o = F.scaled_dot_product_attention(gather(q, qi), gather(k, ki), gather(v, ki),
-                                               attn_mask=mask[ts].view(1, n * heads, L, S), scale=scale)
-            out[bs, ts] = o.view(-1, n, heads, L, d).transpose(2, 3)
+        o = F.scaled_dot_product_attention(gather(q, qi), gather(k, ki), gather(v, ki),
+                                           attn_mask=mask[ts].view(1, n * heads, L, S), scale=scale)
+        out[bs, ts] = o.view(-1, n, heads, L, d).transpose(2, 3)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
 
