@@ -44,7 +44,7 @@ def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
     with a dynamic batch (ONNX Conv's `group` is a constant attribute) and is baked in by torch.jit.trace.
     Same math; float sums in another order (differences ~1e-7)."""
     B, C, H, W = x.shape
-    k = weight.shape[-1]
+    k = int(weight.shape[-1])  # a constant kernel size (torch.jit.trace would hand a tensor to divmod)
     xp = F.pad(x, (k // 2, k // 2, k // 2, k // 2))
     weight = weight.to(x.dtype)
     out = xp[:, :, :H, :W] * weight[:, :, :1, :1]
