@@ -1,7 +1,8 @@
 """`shape_cache`: lru_cache for functions that build index/mask tensors from sizes.
 
 A plain lru_cache would keep tensors created while torch.compile or the ONNX dynamo exporter trace the
-model on fake tensors, and hand those back to later eager calls. While tracing, the cache is bypassed."""
+model on fake tensors, and hand those back to later eager calls. While tracing, the cache is bypassed
+(or, with constant_under_export, the tensors are built for real and enter the graph as constants)."""
 from __future__ import annotations
 
 import functools
@@ -18,13 +19,36 @@ def _tracing() -> bool:
     return detect_fake_mode() is not None
 
 
-def shape_cache(maxsize: int = 128):
+def _concrete(args, kwargs) -> bool:
+    """True when every argument is a plain Python value (no symbolic size), so the result is a constant."""
+    return not any(isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool, torch.Tensor))
+                   for a in (*args, *kwargs.values()))
+
+
+def shape_cache(maxsize: int = 128, constant_under_export: bool = False):
+    """constant_under_export: while torch.compile (dynamo) or torch.export (non-strict; what
+    torch.onnx.export(dynamo=True) runs) trace the model, build the tensors for real and use them as constants
+    instead of tracing the ops that build them. Needed where those ops have data-dependent output sizes
+    (torch.unique): dynamo breaks the graph there and torch.export fails. Arguments must be plain sizes (a
+    symbolic size falls back to tracing)."""
     def wrap(fn):
         cached = functools.lru_cache(maxsize=maxsize)(fn)
 
+        @torch._dynamo.assume_constant_result  # dynamo calls it eagerly and treats the result as a constant
+        def constant(*args, **kwargs):
+            return cached(*args, **kwargs)
+
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            return fn(*args, **kwargs) if _tracing() else cached(*args, **kwargs)
+            if not _tracing():
+                return cached(*args, **kwargs)
+            if constant_under_export and _concrete(args, kwargs):
+                if torch.compiler.is_dynamo_compiling():
+                    return constant(*args, **kwargs)
+                from torch._subclasses.fake_tensor import unset_fake_temporarily
+                with unset_fake_temporarily():
+                    return cached(*args, **kwargs)
+            return fn(*args, **kwargs)
         call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
         return call
     return wrap

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -21,7 +22,8 @@ import torch.nn as nn
 
 from .flops import make_inputs
 
-__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat', 'clear_zoo_caches']
+__all__ = ['check_compile', 'check_onnx', 'check_torchscript', 'check_model', 'format_compat', 'clear_zoo_caches',
+           'family_key', 'smallest_per_family']
 
 _ZOO_ROOT = str(Path(__file__).resolve().parents[1])
 Size = Tuple[int, int]
@@ -35,13 +37,20 @@ def _chain(exc: BaseException) -> List[BaseException]:
 
 
 def _where(exc: BaseException) -> str:
-    """Deepest zoo source frame (file:line in function) in the exception chain, else the deepest frame."""
+    """Deepest zoo source frame (file:line in function) in the exception chain, else the zoo source line the
+    message quotes (TorchScript's compiler reports the offending line in its message, not its traceback),
+    else the deepest frame."""
     frames = [f for e in _chain(exc) for f in traceback.extract_tb(e.__traceback__)]
     zoo_frames = [f for f in frames if f.filename.startswith(_ZOO_ROOT) and '/profile/' not in f.filename]
+    if not zoo_frames:
+        quoted = re.search(r'File "(' + re.escape(_ZOO_ROOT) + r'/[^"]+)", line (\d+)', str(exc))
+        if quoted:
+            return f'{os.path.relpath(quoted.group(1), os.path.dirname(_ZOO_ROOT))}:{quoted.group(2)}'
     f = (zoo_frames or frames or [None])[-1]
     if f is None:
         return ''
-    name = os.path.relpath(f.filename, os.path.dirname(_ZOO_ROOT)) if f.filename.startswith(_ZOO_ROOT) else f.filename
+    name = os.path.relpath(f.filename, os.path.dirname(_ZOO_ROOT)) if f.filename.startswith(_ZOO_ROOT) \
+        else f.filename.split('site-packages/')[-1]
     return f'{name}:{f.lineno} in {f.name}'
 
 
@@ -69,10 +78,12 @@ def _sizes(sizes) -> List[Size]:
 @torch.no_grad()
 def check_compile(model: nn.Module, sizes: Sequence = (224, (192, 256)), backend: str = 'inductor',
                   batch_size: int = 2, atol: float = 1e-4, explain: bool = True,
-                  fullgraph: bool = False) -> Dict[str, Any]:
-    """torch.compile at each size (same compiled module, so the second size is a recompile/dynamic run),
-    graph breaks counted with torch._dynamo.explain at the first size. fullgraph=True makes any graph
-    break an error (a cheaper proof of 'no graph breaks' than explain, which traces once more)."""
+                  fullgraph: bool = False, dynamic: Optional[bool] = None) -> Dict[str, Any]:
+    """torch.compile at each size (same compiled module, so the second size is a recompile), graph breaks
+    counted with torch._dynamo.explain at the first size. fullgraph=True makes any graph break an error (a
+    cheaper proof of 'no graph breaks' than explain, which traces once more). dynamic: torch.compile's flag;
+    None (its default) recompiles the second size with dynamic shapes, False recompiles it for the static
+    shape (much faster to trace: symbolic sizes through padded windows can take sympy minutes)."""
     import torch._dynamo as dynamo
     model.eval()
     res: Dict[str, Any] = {'backend': backend, 'sizes': {}}
@@ -91,8 +102,8 @@ def check_compile(model: nn.Module, sizes: Sequence = (224, (192, 256)), backend
                 reasons.append(f'{r.reason.strip().splitlines()[0][:200]}' + (f' ({loc})' if loc else ''))
             res['break_reasons'] = sorted(set(reasons))
             dynamo.reset()
-        compiled = torch.compile(model, backend=backend, fullgraph=fullgraph)
-        res['fullgraph'] = fullgraph
+        compiled = torch.compile(model, backend=backend, fullgraph=fullgraph, dynamic=dynamic)
+        res['fullgraph'], res['dynamic'] = fullgraph, dynamic
         ok = True
         for size in sizes:
             x = make_inputs(model, size, batch_size)
@@ -245,7 +256,8 @@ def clear_zoo_caches() -> int:
 
 def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence[str] = ('compile', 'torchscript', 'onnx'),
                 compile_backend: str = 'inductor', atol: float = 1e-4, model_kwargs: Optional[Dict[str, Any]] = None,
-                progress=None, onnx_dynamo: Optional[bool] = None) -> Dict[str, Any]:
+                progress=None, onnx_dynamo: Optional[bool] = None,
+                compile_dynamic: Optional[bool] = None) -> Dict[str, Any]:
     """Every check for one registered model name; returns one result row."""
     import timm
     torch.manual_seed(0)
@@ -256,7 +268,7 @@ def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence
             progress.set_postfix_str(f'{name}: {c}')
         t0 = time.perf_counter()
         if c == 'compile':
-            row['compile'] = check_compile(model, sizes, compile_backend, atol=atol)
+            row['compile'] = check_compile(model, sizes, compile_backend, atol=atol, dynamic=compile_dynamic)
         elif c == 'onnx':
             row['onnx'] = check_onnx(model, _sizes(sizes)[0], atol=atol, dynamo=onnx_dynamo)
         elif c == 'torchscript':
@@ -267,6 +279,41 @@ def check_model(name: str, sizes: Sequence = (224, (192, 256)), checks: Sequence
     return row
 
 
+def family_key(name: str) -> str:
+    """'zoo_swin_tiny' -> 'zoo_swin'; host x mixer families keep the host: 'zoo_agent_pvt_tiny' -> 'zoo_agent_pvt'."""
+    parts = name.split('_')
+    # host x mixer families (agent/inline on swin and pvt) count as one family per host
+    return '_'.join(parts[:3]) if parts[1] in ('agent', 'inline') else '_'.join(parts[:2])
+
+
+_SIZE_ORDER = ['mini', 's1', 'tiny', 's12', 's2', 'small', 's24', 's3', 's36', 'medium', 'm36', 's4', 'base', 'm48',
+               'large', 'huge']
+
+
+def _name_rank(name: str) -> float:
+    """Rough size rank from the variant name (resolution/extra suffixes rank later)."""
+    tokens = name.split('_')[2:]
+    rank = min((_SIZE_ORDER.index(t) for t in tokens if t in _SIZE_ORDER), default=len(_SIZE_ORDER))
+    return rank + 0.1 * (len(tokens) - 1)
+
+
+def smallest_per_family(names: Optional[Sequence[str]] = None) -> List[str]:
+    """The smallest variant per family (of `names`, default every registered zoo model), by the variant name
+    (tiny < small < base ...), then the paper's params. tools/compat.py and tests/test_compat_families.py use it."""
+    from zoo.profile.paper import paper_number
+    if names is None:
+        import zoo
+        names = zoo.list_models()
+    best = {}
+    for name in names:
+        n = paper_number(name, 'params_m')
+        n = (_name_rank(name), n if n is not None else float('inf'))
+        key = family_key(name)
+        if key not in best or n < best[key][0]:
+            best[key] = (n, name)
+    return sorted(v[1] for v in best.values())
+
+
 def _cell(r: Optional[Dict[str, Any]]) -> str:
     if r is None:
         return '-'
@@ -275,42 +322,48 @@ def _cell(r: Optional[Dict[str, Any]]) -> str:
     return 'FAIL' if 'error' in r else 'MISMATCH'
 
 
-def format_compat(report: Dict[str, Any]) -> str:
-    """Markdown for docs/COMPAT.md from {'context', 'options', 'results'}."""
+def format_compat(report: Dict[str, Any], notes: str = '') -> str:
+    """Markdown for docs/COMPAT.md from {'context', 'options', 'results'}; `notes` (markdown) is appended."""
     o, ctx = report['options'], report['context']
     lines = [
         '# Compatibility', '',
         'Generated by `tools/compat.py`; do not edit by hand. Each model is built with random weights and '
         f'checked against eager PyTorch (equal: max |diff| <= {o["atol"]} x max(1, max |ref|)).', '',
         f'- torch.compile: backend `{o["compile_backend"]}`, batch 2, input sizes {o["sizes"]} (the second size '
-        're-uses the compiled module); graph breaks from `torch._dynamo.explain` at the first size.',
+        're-uses the compiled module: dynamo recompiles it, '
+        + ('for the static shape (`dynamic=False`)' if o.get('compile_dynamic') is False else 'with dynamic shapes')
+        + '); graph breaks from `torch._dynamo.explain` at the first size.',
         f'- ONNX: exported at batch 2 with a dynamic batch dimension (exporter: {o.get("onnx_exporter", "auto")}; '
         'auto = the dynamo exporter, falling back to the TorchScript one), run with onnxruntime (CPU) at batch 1 and 3.',
         '- TorchScript: `torch.jit.trace` at batch 2, checked at batch 2 and 3; `torch.jit.script` as a bonus.', '',
         f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, onnx {o.get("onnx", "?")}, onnxruntime '
         f'{o.get("onnxruntime", "?")}, {ctx["cpu"]}, {ctx["date_utc"]} UTC.', '',
-        '| model | compile | graphs / breaks | compile max diff | ONNX (dyn. batch) | ONNX max diff | trace | script |',
-        '|---|---|---|---|---|---|---|---|',
+        '| model | compile | graphs / breaks | compile max diff | ONNX (dyn. batch) | ONNX max diff | trace | script '
+        '| seconds (compile / TorchScript / ONNX) |',
+        '|---|---|---|---|---|---|---|---|---|',
     ]
-    notes = []
+    failures = []
     for r in report['results']:
         c, x, ts = r.get('compile'), r.get('onnx'), r.get('torchscript') or {}
         gb = f'{c.get("graph_count", "?")} / {c.get("graph_break_count", "?")}' if c else '-'
         cd = ', '.join(f'{k}: {v["max_abs_diff"]:.1e}' for k, v in c.get('sizes', {}).items()) if c else '-'
         exporter = f' ({x["exporter"]})' if x and 'exporter' in x else ''
         xd = ', '.join(f'b{k}: {v:.1e}' for k, v in x.get('max_abs_diff', {}).items()) if x else '-'
+        secs = ' / '.join(f'{s["seconds"]:.0f}' if s and 'seconds' in s else '-' for s in (c, r.get('torchscript'), x))
         lines.append(f'| {r["model"]} | {_cell(c)} | {gb} | {cd} | {_cell(x)}{exporter} | {xd} | '
-                     f'{_cell(ts.get("trace"))} | {_cell(ts.get("script"))} |')
+                     f'{_cell(ts.get("trace"))} | {_cell(ts.get("script"))} | {secs} |')
         for key, sub in (('compile', c), ('onnx', x), ('trace', ts.get('trace')), ('script', ts.get('script'))):
             if sub and 'error' in sub:
-                notes.append(f'- `{r["model"]}` {key}: {sub["error"]}' + (f' at `{sub["where"]}`' if sub.get('where') else ''))
+                failures.append(f'- `{r["model"]}` {key}: {sub["error"]}' + (f' at `{sub["where"]}`' if sub.get('where') else ''))
             if sub and sub.get('fallback_from'):
                 for fb in sub['fallback_from']:
-                    notes.append(f'- `{r["model"]}` {key}: {fb["exporter"]} exporter failed ({fb["error"]}'
-                                 + (f' at `{fb["where"]}`' if fb.get('where') else '') + '); the other one was used')
+                    failures.append(f'- `{r["model"]}` {key}: {fb["exporter"]} exporter failed ({fb["error"]}'
+                                    + (f' at `{fb["where"]}`' if fb.get('where') else '') + '); the other one was used')
             if sub and sub.get('break_reasons'):
                 for reason in sub['break_reasons']:
-                    notes.append(f'- `{r["model"]}` graph break: {reason}')
-    if notes:
-        lines += ['', '## Failures, fallbacks and graph breaks', ''] + notes
+                    failures.append(f'- `{r["model"]}` graph break: {reason}')
+    if failures:
+        lines += ['', '## Failures, fallbacks and graph breaks (as reported)', ''] + failures
+    if notes.strip():
+        lines += ['', notes.strip()]
     return '\n'.join(lines) + '\n'

@@ -37,12 +37,21 @@ def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: O
 
 
 def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Depthwise conv with a kernel per sample and channel. x: (B, C, H, W), weight: (B, C, k, k), 'same' padding."""
+    """Depthwise conv with a kernel per sample and channel. x: (B, C, H, W), weight: (B, C, k, k), 'same' padding.
+
+    Written as a sum of k * k shifted, weighted copies of the padded map (the conv's cross-correlation), not as
+    one conv with the batch folded into groups=B*C: a group count that depends on the batch cannot be exported
+    with a dynamic batch (ONNX Conv's `group` is a constant attribute) and is baked in by torch.jit.trace.
+    Same math; float sums in another order (differences ~1e-7)."""
     B, C, H, W = x.shape
-    k = weight.shape[-1]
-    out = F.conv2d(x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, k, k).to(x.dtype), padding=k // 2,
-                   groups=B * C)
-    return out.reshape(B, C, H, W)
+    k = int(weight.shape[-1])  # a constant kernel size (torch.jit.trace would hand a tensor to divmod)
+    xp = F.pad(x, (k // 2, k // 2, k // 2, k // 2))
+    weight = weight.to(x.dtype)
+    out = xp[:, :, :H, :W] * weight[:, :, :1, :1]
+    for t in range(1, k * k):
+        i, j = divmod(t, k)
+        out = out + xp[:, :, i:i + H, j:j + W] * weight[:, :, i:i + 1, j:j + 1]
+    return out
 
 
 _KERNELS = {'identity': None, 'relu': F.relu, 'leakyrelu': F.leaky_relu, 'exp': lambda x: (x * 0.2).exp()}

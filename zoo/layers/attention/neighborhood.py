@@ -164,7 +164,7 @@ def _axis_plan(length: int, kernel: int, dilation: int, tile: int):
     return q_pos, k_pos, slot, inverse, uniq[..., :rect].bool(), uniq[..., rect:]
 
 
-@shape_cache(maxsize=128)
+@shape_cache(maxsize=128, constant_under_export=True)  # _axis_plan's torch.unique: data-dependent sizes
 def _plan(H: int, W: int, kernel_size, dilation, tile, device):
     """The 2-D tiling as flat (H * W) indexes: queries (T * th * tw,), keys (T * rh * rw,), and output slots (H * W,)
     for T = Ah * Aw tiles, plus each axis' pattern tables for the mask."""
@@ -217,23 +217,27 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
     out = q.new_empty(B, tiles, L, heads, d)
 
     tile_bytes = heads * S * d * q.element_size()
-    images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
-    step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
-    if images > 1:  # every image of a chunk has the same tiles: one (images * tiles)-row mask, built once
+    if torch.compiler.is_compiling():  # one chunk: a Python loop over the batch would fix its size in the graph
+        images, step = B, tiles
+        chunks = [(slice(None), slice(None))]
+    else:
+        images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
+        step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
+        chunks = [(slice(b, b + images), slice(t, t + step))
+                  for b in range(0, B, images) for t in range(0, tiles, step)]
+    if step == tiles:  # whole images per chunk, all with the same tiles: one (images * tiles)-row mask, built once
         mask = mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
-    for b in range(0, B, images):
-        for t in range(0, tiles, step):
-            bs, ts = slice(b, b + images), slice(t, t + step)
-            qi, ki = q_index[ts], k_index[ts]
+    for bs, ts in chunks:
+        qi, ki = q_index[ts], k_index[ts]
 
-            def gather(x, index):  # (b, H * W, heads, d) -> (b * n, heads, len, d), a view of the gathered rows
-                rows = x[bs].index_select(1, index.flatten())  # SDPA reads the strided heads: no second copy
-                return rows.view(-1, index.shape[1], heads, d).transpose(1, 2)
+        def gather(x, index):  # (b, H * W, heads, d) -> (b * n, heads, len, d), a view of the gathered rows
+            rows = x[bs].index_select(1, index.flatten())  # SDPA reads the strided heads: no second copy
+            return rows.view(-1, index.shape[1], heads, d).transpose(1, 2)
 
-            qt = gather(q, qi)
-            o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), scale=scale,
-                                               attn_mask=mask[:len(qt)] if images > 1 else mask[ts])
-            out[bs, ts] = o.transpose(1, 2).view(-1, len(qi), L, heads, d)
+        qt = gather(q, qi)
+        o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), scale=scale,
+                                           attn_mask=mask[:len(qt)] if step == tiles else mask[ts])
+        out[bs, ts] = o.transpose(1, 2).view(-1, len(qi), L, heads, d)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
 
