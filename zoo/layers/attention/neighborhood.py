@@ -235,8 +235,11 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
             return rows.view(-1, index.shape[1], heads, d).transpose(1, 2)
 
         qt = gather(q, qi)
-        o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), scale=scale,
-                                           attn_mask=mask[:len(qt)] if step == tiles else mask[ts])
+        if step != tiles:
+            chunk_mask = mask[ts]
+        else:  # the last chunk may hold fewer images (slicing a traced batch would fix its size: not when compiling)
+            chunk_mask = mask if bs == slice(None) else mask[:len(qt)]
+        o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), attn_mask=chunk_mask, scale=scale)
         out[bs, ts] = o.transpose(1, 2).view(-1, len(qi), L, heads, d)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
