@@ -7,8 +7,9 @@
   size only: the recompile at a second size traces with dynamic shapes and takes minutes per model
   (Swin-T: 29 s static, 164 s dynamic on this machine); tools/compat.py compiles a second size (192x256).
 
-Slow (about 75 s per family on a busy 2-core machine, 22 min in all): run with --runslow. docs/COMPAT.md (tools/compat.py) has the same
-checks at 224 px (and 192x256), TorchScript, and the root cause of every known failure.
+Slow (about 75 s per family on a busy 2-core machine, 22 min in all): run with --runslow. docs/COMPAT.md
+(tools/compat.py) has the same checks at 224 px (and 192x256), TorchScript, and the root cause of every known
+failure.
 """
 import pytest
 import timm

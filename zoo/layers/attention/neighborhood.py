@@ -216,30 +216,27 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, tile=None):
     q, k, v = (x.reshape(B, H * W, heads, d) for x in (q, k, v))
     out = q.new_empty(B, tiles, L, heads, d)
 
+    # chunks of (images, tiles, their mask); whole images share one (images * tiles)-row mask, built once
     tile_bytes = heads * S * d * q.element_size()
-    if torch.compiler.is_compiling():  # one chunk: a Python loop over the batch would fix its size in the graph
-        images, step = B, tiles
-        chunks = [(slice(None), slice(None))]
-    else:
-        images = max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
-        step = tiles if images > 1 else max(1, _CHUNK_BYTES // tile_bytes)
-        chunks = [(slice(b, b + images), slice(t, t + step))
-                  for b in range(0, B, images) for t in range(0, tiles, step)]
-    if step == tiles:  # whole images per chunk, all with the same tiles: one (images * tiles)-row mask, built once
-        mask = mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
-    for bs, ts in chunks:
+    images = 0 if torch.compiler.is_compiling() else max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
+    if not images:  # compiling: one chunk, as a loop over (or a slice by) the batch would fix its size
+        chunks = [(slice(None), slice(None), mask.expand(B, -1, -1, -1, -1).reshape(B * tiles, -1, L, S))]
+    elif images > 1:
+        whole = mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
+        chunks = [(slice(b, b + images), slice(None), whole[:min(images, B - b) * tiles]) for b in range(0, B, images)]
+    else:  # big maps: runs of tiles of one image
+        step = max(1, _CHUNK_BYTES // tile_bytes)
+        chunks = [(slice(b, b + 1), slice(t, t + step), mask[t:t + step])
+                  for b in range(B) for t in range(0, tiles, step)]
+    for bs, ts, chunk_mask in chunks:
         qi, ki = q_index[ts], k_index[ts]
 
         def gather(x, index):  # (b, H * W, heads, d) -> (b * n, heads, len, d), a view of the gathered rows
             rows = x[bs].index_select(1, index.flatten())  # SDPA reads the strided heads: no second copy
             return rows.view(-1, index.shape[1], heads, d).transpose(1, 2)
 
-        qt = gather(q, qi)
-        if step != tiles:
-            chunk_mask = mask[ts]
-        else:  # the last chunk may hold fewer images (slicing a traced batch would fix its size: not when compiling)
-            chunk_mask = mask if bs == slice(None) else mask[:len(qt)]
-        o = F.scaled_dot_product_attention(qt, gather(k, ki), gather(v, ki), attn_mask=chunk_mask, scale=scale)
+        o = F.scaled_dot_product_attention(gather(q, qi), gather(k, ki), gather(v, ki), attn_mask=chunk_mask,
+                                           scale=scale)
         out[bs, ts] = o.transpose(1, 2).view(-1, len(qi), L, heads, d)
     return out.view(B, tiles * L, heads, d).index_select(1, out_index).view(B, H, W, heads, d)
 
