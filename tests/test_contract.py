@@ -87,6 +87,19 @@ def test_any_size_and_batch_invariance(model):
     assert big.shape == (1, model.num_classes) and torch.isfinite(big).all()
 
 
+def test_inference_fast_paths_match_the_plain_forward(model, monkeypatch):
+    """Eval without grad folds BatchNorms into convs and runs stages on batch slices; with grad enabled the
+    model runs its plain ops. Both must give the same logits (slices of one sample here)."""
+    from zoo.models._base import Stage
+    x = images(model, batch=3)
+    with torch.enable_grad():
+        plain = model(x).detach()
+    monkeypatch.setattr(Stage, 'inference_slice_bytes', 1)
+    with torch.no_grad():
+        fast = model(x)
+    torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+
+
 def test_backward_finite_grads(model):
     model.zero_grad(set_to_none=True)
     x = images(model, batch=2).requires_grad_()

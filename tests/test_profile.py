@@ -190,3 +190,12 @@ def test_torchscript_trace_matches():
     from zoo.profile.compat import check_torchscript
     r = check_torchscript(tiny_swin(), 32, script=False)
     assert r['trace']['ok'], r
+
+
+def test_vs_timm_checks_parity_then_times_each_model_in_its_own_process():
+    from zoo.profile import BenchOptions
+    from zoo.profile.vs_timm import compare_pair
+    row = compare_pair('zoo_shvit_s1', 'shvit_s1', input_size=64, batch_size=2, opts=BenchOptions(threads=1, warmup=1),
+                       rounds=2, iters_per_round=1)
+    assert row['identical'] and row['max_abs_diff'] < 1e-4, row
+    assert row['zoo_ms'] > 0 and row['timm_ms'] > 0 and len(row['ratio_rounds']) == 2

@@ -1,4 +1,4 @@
-"""`shape_cache`: lru_cache for functions that build index/mask tensors from sizes.
+"""`shape_cache`: lru_cache for functions that build index/mask tensors from sizes; `capturing_graph`.
 
 A plain lru_cache would keep tensors created while torch.compile or the ONNX dynamo exporter trace the
 model on fake tensors, and hand those back to later eager calls. While tracing, the cache is bypassed
@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-__all__ = ['shape_cache']
+__all__ = ['shape_cache', 'capturing_graph']
 
 
 def _tracing() -> bool:
@@ -17,6 +17,13 @@ def _tracing() -> bool:
         return True
     from torch._guards import detect_fake_mode
     return detect_fake_mode() is not None
+
+
+def capturing_graph() -> bool:
+    """True while the model is captured as a graph (TorchScript scripting or tracing, which fvcore's FLOP counter
+    uses; dynamo; torch.export): eager-only shortcuts (folded BatchNorm, batch slices) step aside so the graph
+    keeps the model's own ops and no weights are frozen into it as constants."""
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or _tracing()
 
 
 def _concrete(args, kwargs) -> bool:

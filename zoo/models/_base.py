@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from timm.models import checkpoint_seq
 
+from ..layers._cache import capturing_graph
+
 __all__ = ['Backbone', 'Stage', 'take_indices']
 
 # parameters that are positions/tokens rather than weights: the papers train them without weight decay
@@ -41,7 +43,15 @@ def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) 
 
 
 class Stage(nn.Module):
-    """An optional downsample followed by a sequence of blocks."""
+    """An optional downsample followed by a sequence of blocks.
+
+    Inference (eval, no grad) runs the blocks on batch slices of at most `inference_slice_bytes` of input
+    each. A block's intermediates (the 4x MLP hidden, qkv) then stay in cache and under glibc's 32 MiB mmap
+    threshold, above which every allocation is a fresh mapping that is page-faulted in again; at batch 8 on
+    2 CPU threads this alone makes Swin-T, DaViT-T, FocalNet-T and MaxViT-T 1.1-1.25x faster. Blocks are
+    per-sample in eval, so the output is the same; 0 turns slicing off.
+    """
+    inference_slice_bytes: int = 2 * 2 ** 20
 
     def __init__(self, blocks: Sequence[nn.Module], downsample: Optional[nn.Module] = None):
         super().__init__()
@@ -53,7 +63,15 @@ class Stage(nn.Module):
         x = self.downsample(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
+        n = self._slice_size(x)
+        if n < x.shape[0]:
+            return torch.cat([self.blocks(part) for part in x.split(n)])
         return self.blocks(x)
+
+    def _slice_size(self, x: torch.Tensor) -> int:
+        if self.training or torch.is_grad_enabled() or not self.inference_slice_bytes or capturing_graph():
+            return x.shape[0]
+        return max(1, self.inference_slice_bytes // (x[0].numel() * x.element_size()))
 
 
 class Backbone(nn.Module):

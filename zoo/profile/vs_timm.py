@@ -1,12 +1,17 @@
-"""zoo vs timm on the same architecture with the same weights, timed interleaved in one process.
+"""zoo vs timm on the same architecture with the same weights, timed alternately in two processes.
 
 For each pair: build timm's model, load its state_dict into the zoo model through the zoo family's
 checkpoint filter (the same path a user's timm checkpoint takes: `pretrained=True` with a file overlay,
 strict), check the logits agree within `atol`, then time both alternately (ABBA order over rounds) so
 that drift in machine load hits both equally. The ratio is zoo img/s / timm img/s from the medians.
+
+Each model runs in a process of its own (the other one waits, idle, while it runs). In one shared process
+the two models share glibc's heap: one model's allocation pattern decides how often the other's large
+tensors are mapped and page-faulted in afresh, which moved timm's Swin-T/DaViT-T by 10-15% at batch 8.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import statistics
 import tempfile
@@ -102,10 +107,74 @@ def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> flo
     return (a(x).float() - b(x).float()).abs().max().item()
 
 
+def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: BenchOptions) -> None:
+    """Child process: prepares one model, then answers each request `n` with the seconds of n forward passes
+    (None ends it). An error is sent back as a string."""
+    try:
+        with num_threads(opts.threads):
+            torch.manual_seed(0)
+            x = _inputs(model, size, batch_size, opts)
+            model = prepare_model(model, opts)
+            device = torch.device(opts.device)
+            for n in iter(conn.recv, None):
+                times = []
+                for _ in range(n):
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    with torch.inference_mode(), _autocast(device, opts.amp):
+                        model(x)
+                    _sync(device)
+                    times.append(time.perf_counter() - t0)
+                conn.send(times)
+    except Exception as e:  # pragma: no cover - reported by the parent
+        conn.send(f'{type(e).__name__}: {e}')
+
+
+def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int, opts: BenchOptions, rounds: int,
+                      iters_per_round: int, progress=None, label: str = '') -> Dict[str, List[float]]:
+    """Seconds per forward pass of each model, each in its own process, in ABBA order over rounds."""
+    ctx = mp.get_context('spawn')
+    workers = {}
+    try:
+        for key, model in models.items():
+            conn, child_conn = ctx.Pipe()
+            proc = ctx.Process(target=_timing_worker, args=(child_conn, model, size, batch_size, opts), daemon=True)
+            proc.start()
+            workers[key] = (proc, conn)
+
+        def request(key: str, n: int) -> List[float]:
+            conn = workers[key][1]
+            conn.send(n)
+            answer = conn.recv()
+            if isinstance(answer, str):
+                raise RuntimeError(f'{key} timing process: {answer}')
+            return answer
+
+        keys = list(models)
+        for key in keys:
+            request(key, opts.warmup)
+        times: Dict[str, List[float]] = {key: [] for key in keys}
+        for r in range(rounds):
+            for key in (keys if r % 2 == 0 else keys[::-1]):
+                times[key] += request(key, iters_per_round)
+            if progress is not None:
+                progress.set_postfix_str(f'{label}: round {r + 1}/{rounds}')
+        return times
+    finally:
+        for proc, conn in workers.values():
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+
+
 def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int = 8,
                  opts: Optional[BenchOptions] = None, rounds: int = 6, iters_per_round: int = 3,
                  atol: float = 1e-4, progress=None, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Parity check then interleaved timing of one zoo/timm pair; returns a result row."""
+    """Parity check then alternating timing (one process per model) of one zoo/timm pair; returns a result row."""
     import timm
     opts = opts or BenchOptions()
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
@@ -130,29 +199,8 @@ def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int 
         if not row['identical']:
             row['error'] = f'outputs differ by {diff:.3g} > {atol}; not timed'
             return row
-        models = {'zoo': prepare_model(zoo_model, opts), 'timm': prepare_model(timm_model, opts)}
-        device = torch.device(opts.device)
-        x = _inputs(zoo_model, size, batch_size, opts)
-
-        def run(m):
-            with torch.inference_mode(), _autocast(device, opts.amp):
-                return m(x)
-
-        for _ in range(opts.warmup):
-            for m in models.values():
-                run(m)
-        times: Dict[str, List[float]] = {'zoo': [], 'timm': []}
-        for r in range(rounds):
-            order = ('zoo', 'timm') if r % 2 == 0 else ('timm', 'zoo')
-            for key in order:
-                _sync(device)
-                for _ in range(iters_per_round):
-                    t0 = time.perf_counter()
-                    run(models[key])
-                    _sync(device)
-                    times[key].append(time.perf_counter() - t0)
-                if progress is not None:
-                    progress.set_postfix_str(f'{zoo_name}: round {r + 1}/{rounds}')
+        times = _time_alternately({'zoo': zoo_model, 'timm': timm_model}, size, batch_size, opts, rounds,
+                                  iters_per_round, progress, zoo_name)
         med = {k: statistics.median(v) for k, v in times.items()}
         row.update({
             'zoo_img_s': batch_size / med['zoo'], 'timm_img_s': batch_size / med['timm'],

@@ -1,0 +1,52 @@
+"""Eager inference shortcuts in the shared layers: they must give the plain forward's values and follow the
+weights when those change."""
+import torch
+import torch.nn as nn
+
+from zoo.layers.conv import conv_bn
+
+
+def _randomize_bn(m):
+    bn = m.bn
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2)
+
+
+def test_conv_bn_folds_in_eval_and_follows_weight_changes():
+    torch.manual_seed(0)
+    m = conv_bn(8, 16, 3, stride=2, act_layer=nn.ReLU).eval()
+    _randomize_bn(m)
+    x = torch.randn(2, 8, 11, 13)
+
+    def plain_and_folded():
+        plain = m(x).detach()  # grad enabled: conv -> BN -> ReLU
+        with torch.no_grad():
+            return plain, m(x)
+
+    plain, folded = plain_and_folded()
+    torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
+    assert m._folded is not None, 'the eval forward did not take the folded path'
+    # in-place changes (load_state_dict, optimizer steps, statistics) must rebuild the fold
+    other = conv_bn(8, 16, 3, stride=2, act_layer=nn.ReLU)
+    _randomize_bn(other)
+    m.load_state_dict(other.state_dict())
+    plain, folded = plain_and_folded()
+    torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(folded, other.eval()(x).detach(), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        m.bn.running_var.mul_(4)
+    plain, folded = plain_and_folded()
+    torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_conv_bn_trains_as_conv_then_batchnorm():
+    m = conv_bn(4, 4, 1).train()
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        y = m(x)
+    # training mode normalises with the batch statistics (no fold): per-channel mean ~0
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+    assert m._folded is None
