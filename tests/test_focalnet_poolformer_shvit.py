@@ -221,19 +221,20 @@ def test_other_variant_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_single_head_attention_backends_agree():
-    """SDPA backend == reference backend, forward and backward, with q/k width != v width."""
+    """SDPA and bmm backends == reference backend, forward and backward, with q/k width != v width."""
     g = torch.Generator().manual_seed(0)
     q, k = (torch.randn(2, 16, 5, 7, generator=g, requires_grad=True) for _ in range(2))
     v = torch.randn(2, 24, 5, 7, generator=g, requires_grad=True)
     outs = []
-    for backend in ('reference', 'sdpa'):
+    for backend in ('reference', 'sdpa', 'bmm'):
         with force_backend(backend, op='dense'):
             y = single_head_attention(q, k, v, scale=16 ** -0.5)
         grads = torch.autograd.grad(y.square().sum(), (q, k, v))
         outs.append((y, *grads))
     assert outs[0][0].shape == (2, 24, 5, 7)
-    for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for other in outs[1:]:
+        for a, b in zip(other, outs[0]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # definition: position p attends to every position with softmax(q_p . k / sqrt(d))
     attn = torch.einsum('bcp,bcn->bpn', q.flatten(2), k.flatten(2)).mul(16 ** -0.5).softmax(-1)
     torch.testing.assert_close(outs[0][0].flatten(2), torch.einsum('bpn,bcn->bcp', attn, v.flatten(2)))

@@ -111,13 +111,14 @@ def test_grid_attention_backends_match_reference(size):
     attn = GridAttention(32, num_heads=4, grid_size=(7, 7))
     x = torch.randn(2, *size, 32, requires_grad=True)
     outs, grads = [], []
-    for backend in ('reference', 'sdpa'):
+    for backend in ('reference', 'sdpa', 'bmm'):
         with force_backend(backend, op='dense'):
             y = attn(x)
         outs.append(y)
         grads.append(torch.autograd.grad(y.square().sum(), x)[0])
-    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
+    for y, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(y, outs[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g, grads[0], atol=1e-5, rtol=1e-5)
 
 
 def test_tf_bias_table_conversion_matches_timm():
@@ -161,15 +162,16 @@ def test_channel_attention_matches_davit_definition_and_backends():
     q, k, v = (torch.randn(2, 3, 10, 8, requires_grad=True) for _ in range(3))
     expected = ((k * 8 ** -0.5).transpose(-1, -2) @ v).softmax(-1) @ q.transpose(-1, -2)
     outs, grads = [], []
-    for backend in ('reference', 'sdpa'):
+    for backend in ('reference', 'sdpa', 'bmm'):
         with force_backend(backend, op='dense'):
             y = channel_attention(q, k, v)
         outs.append(y)
         grads.append(torch.autograd.grad(y.square().sum(), (q, k, v)))
     torch.testing.assert_close(outs[0], expected.transpose(-1, -2))
-    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for y, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(y, outs[0], atol=1e-5, rtol=1e-5)
+        for a, b in zip(g, grads[0]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     m = ChannelAttention(24, num_heads=3)
     assert m(torch.randn(2, 5, 7, 24)).shape == (2, 5, 7, 24)
 
