@@ -88,13 +88,13 @@ def test_any_size_and_batch_invariance(model):
 
 
 def test_inference_fast_paths_match_the_plain_forward(model, monkeypatch):
-    """Eval without grad folds BatchNorms into convs and runs stages on batch slices; with grad enabled the
-    model runs its plain ops. Both must give the same logits (slices of one sample here)."""
-    from zoo.models._base import Stage
+    """Eval without grad folds BatchNorms into convs and runs the stem and stages on batch slices; with grad
+    enabled the model runs its plain ops. Both must give the same logits (slices of one sample here)."""
+    from zoo.models import _base
     x = images(model, batch=3)
     with torch.enable_grad():
         plain = model(x).detach()
-    monkeypatch.setattr(Stage, 'inference_slice_bytes', 1)
+    monkeypatch.setattr(_base, 'INFERENCE_SLICE_BYTES', 1)
     with torch.no_grad():
         fast = model(x)
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)

@@ -50,3 +50,31 @@ def test_conv_bn_trains_as_conv_then_batchnorm():
     # training mode normalises with the batch statistics (no fold): per-channel mean ~0
     assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5
     assert m._folded is None
+
+
+def test_mlp_inference_applies_gelu_in_place_with_the_same_values():
+    from zoo.layers import Mlp
+    torch.manual_seed(0)
+    m = Mlp(8, 32).eval()
+    x = torch.randn(2, 5, 8)
+    plain = m(x).detach()
+    x_before = x.clone()
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), plain, atol=0, rtol=0)
+    assert torch.equal(x, x_before)
+
+
+def test_stem_and_stages_run_on_batch_slices_at_inference(monkeypatch):
+    import timm
+    from zoo.models import _base
+    calls = []
+    model = timm.create_model('zoo_poolformer_s12', num_classes=0).eval()
+    model.stages[0].blocks.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    monkeypatch.setattr(_base, 'INFERENCE_SLICE_BYTES', 1)
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        sliced = model(x)
+    assert calls == [1, 1, 1]
+    calls.clear()
+    torch.testing.assert_close(sliced, model(x).detach(), atol=1e-5, rtol=1e-5)
+    assert calls == [3], 'with grad enabled the stage runs on the whole batch'

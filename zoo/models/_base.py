@@ -9,7 +9,7 @@ forward_intermediates / prune loops over their `blocks` through three small hook
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -42,16 +42,25 @@ def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) 
     return taken, max(taken)
 
 
-class Stage(nn.Module):
-    """An optional downsample followed by a sequence of blocks.
+# Inference (eval, no grad) runs the stem and each stage's blocks on batch slices of at most this many bytes of
+# input each. Their intermediates (the 4x MLP hidden, qkv) then stay in cache and under glibc's 32 MiB mmap
+# threshold, above which every allocation is a fresh mapping that is page-faulted in again: at batch 8 on 2 CPU
+# threads Swin-T, DaViT-T, FocalNet-T and MaxViT-T run 1.1-1.25x faster. Every op is per-sample in eval, so
+# the output is the same. 0 turns slicing off.
+INFERENCE_SLICE_BYTES = 2 * 2 ** 20
 
-    Inference (eval, no grad) runs the blocks on batch slices of at most `inference_slice_bytes` of input
-    each. A block's intermediates (the 4x MLP hidden, qkv) then stay in cache and under glibc's 32 MiB mmap
-    threshold, above which every allocation is a fresh mapping that is page-faulted in again; at batch 8 on
-    2 CPU threads this alone makes Swin-T, DaViT-T, FocalNet-T and MaxViT-T 1.1-1.25x faster. Blocks are
-    per-sample in eval, so the output is the same; 0 turns slicing off.
-    """
-    inference_slice_bytes: int = 2 * 2 ** 20
+
+def run_sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """fn(x), on batch slices when `module` runs inference (see INFERENCE_SLICE_BYTES); whole otherwise, and
+    always while a graph is captured."""
+    if module.training or torch.is_grad_enabled() or not INFERENCE_SLICE_BYTES or capturing_graph():
+        return fn(x)
+    n = max(1, INFERENCE_SLICE_BYTES // (x[0].numel() * x.element_size()))
+    return fn(x) if n >= x.shape[0] else torch.cat([fn(part) for part in x.split(n)])
+
+
+class Stage(nn.Module):
+    """An optional downsample followed by a sequence of blocks (run on batch slices at inference: run_sliced)."""
 
     def __init__(self, blocks: Sequence[nn.Module], downsample: Optional[nn.Module] = None):
         super().__init__()
@@ -63,15 +72,7 @@ class Stage(nn.Module):
         x = self.downsample(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
-        n = self._slice_size(x)
-        if n < x.shape[0]:
-            return torch.cat([self.blocks(part) for part in x.split(n)])
-        return self.blocks(x)
-
-    def _slice_size(self, x: torch.Tensor) -> int:
-        if self.training or torch.is_grad_enabled() or not self.inference_slice_bytes or capturing_graph():
-            return x.shape[0]
-        return max(1, self.inference_slice_bytes // (x[0].numel() * x.element_size()))
+        return run_sliced(self.blocks, x, self)
 
 
 class Backbone(nn.Module):
@@ -115,7 +116,7 @@ class Backbone(nn.Module):
         self.check_input(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.stem(x), None
+        return run_sliced(self.stem, x, self), None
 
     def _level(self, i: int, level: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         return level(x)

@@ -12,11 +12,11 @@ from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, to_2tuple
+from timm.layers import ClassifierHead, DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
-from ..layers import AttentionLePE, BiLevelRoutingAttention
+from ..layers import AttentionLePE, BiLevelRoutingAttention, Mlp
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename

@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.layers import DropPath, resample_abs_pos_embed, to_2tuple, trunc_normal_
 
-from ..layers import Attention, PatchEmbed
+from ..layers import Attention, Mlp, PatchEmbed
 from ._base import Backbone
 from .swin import Swin
 

@@ -12,10 +12,10 @@ from typing import Callable, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 
-from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention
+from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename

@@ -18,9 +18,10 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, to_2tuple
+from timm.layers import ClassifierHead, DropPath, LayerScale, to_2tuple
 from timm.models import generate_default_cfgs
 
+from ..layers import Mlp
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
 from ._base import NO_WEIGHT_DECAY, Backbone, Stage
 from ._builder import build_model, cfg, register_variants

@@ -12,10 +12,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, Mlp, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs, register_model
 
-from ..layers import PatchEmbed, PatchMerging, WindowAttention, clamp_window, window_mask
+from ..layers import Mlp, PatchEmbed, PatchMerging, WindowAttention, clamp_window, window_mask
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import drop, rename, resize_rel_pos_tables
