@@ -52,25 +52,32 @@ def authors_layout(name, sd):
 @pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TIMM_TWINS])
 @torch.no_grad()
 def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
+    """The same function as timm's model: equal to 1e-9 in float64. In float32 the logits may differ from timm's
+    float64 ones by 1e-4, or by twice timm's own float32 error where that is larger: deep random-init models
+    amplify rounding (MaxViT-B: timm's own fused and unfused attention differ by 2.7e-4, its float32 logits from
+    its float64 ones by 1.9e-4), so kernel choice alone moves them past a fixed 1e-4."""
     timm_name, size = TIMM_TWINS[name]
     torch.manual_seed(0)
     ref = timm.create_model(timm_name).eval()
     sd = ref.state_dict()
     x = torch.randn(1, 3, size, size)
-    expected = ref(x)
+    expected32 = ref(x).double()
+    expected = ref.double()(x.double())
+    bar = max(1e-4, 2 * (expected32 - expected).abs().max().item())
     del ref
     # timm's layout through the family's checkpoint filter, strict
     model = timm.create_model(name).eval()
     module = __import__(type(model).__module__, fromlist=['checkpoint_filter_fn'])
     model.load_state_dict(check_fit(module.checkpoint_filter_fn(unwrap(sd), model), model), strict=True)
-    assert (model(x) - expected).abs().max().item() <= 1e-4
+    assert (model(x).double() - expected).abs().max().item() <= bar
+    assert (model.double()(x.double()) - expected).abs().max().item() <= 1e-9
     del model
     # the authors' layout, as a file, through timm's pretrained loading (strict)
     path = tmp_path / f'{name}.pth'
     torch.save(authors_layout(name, sd), path)
     del sd
     model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
-    assert (model(x) - expected).abs().max().item() <= 1e-4
+    assert (model(x).double() - expected).abs().max().item() <= bar
 
 
 # --- MaxViT ------------------------------------------------------------------------------------------------
