@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._cache import capturing_graph
+
 __all__ = ['focal_modulation', 'FocalModulation']
 
 
@@ -28,10 +30,16 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
     ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     gates = gates.permute(0, 3, 1, 2)
     ctx_all = 0
-    for l, layer in enumerate(focal_layers):
-        ctx = layer(ctx)
-        ctx_all = ctx_all + ctx * gates[:, l:l + 1]
-    ctx_all = ctx_all + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, level:]
+    if torch.is_grad_enabled() or capturing_graph():
+        for l, layer in enumerate(focal_layers):
+            ctx = layer(ctx)
+            ctx_all = ctx_all + ctx * gates[:, l:l + 1]
+        ctx_all = ctx_all + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, level:]
+    else:  # the same sums accumulated in place: two fewer full-size temporaries per level
+        for l, layer in enumerate(focal_layers):
+            ctx = layer(ctx)
+            ctx_all = ctx * gates[:, l:l + 1] if l == 0 else ctx_all.addcmul_(ctx, gates[:, l:l + 1])
+        ctx_all.addcmul_(F.gelu(ctx.mean((2, 3), keepdim=True)), gates[:, level:])
     if normalize:
         ctx_all = ctx_all / (level + 1)
     return q * h(ctx_all.permute(0, 2, 3, 1))
