@@ -1,4 +1,6 @@
-"""`shape_cache`: lru_cache for functions that build index/mask tensors from sizes; `capturing_graph`.
+"""`shape_cache`: lru_cache for functions that build index/mask tensors from sizes; `capturing_graph` and
+`eager_inference`, which gate the eager-only inference shortcuts; `DerivedTensors`, a cache of tensors computed
+from a module's weights.
 
 A plain lru_cache would keep tensors created while torch.compile or the ONNX dynamo exporter trace the
 model on fake tensors, and hand those back to later eager calls. While tracing, the cache is bypassed
@@ -6,10 +8,11 @@ model on fake tensors, and hand those back to later eager calls. While tracing, 
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable, Optional
 
 import torch
 
-__all__ = ['shape_cache', 'capturing_graph']
+__all__ = ['shape_cache', 'capturing_graph', 'eager_inference', 'DerivedTensors']
 
 
 def _tracing() -> bool:
@@ -24,6 +27,29 @@ def capturing_graph() -> bool:
     uses; dynamo; torch.export): eager-only shortcuts (folded BatchNorm, batch slices) step aside so the graph
     keeps the model's own ops and no weights are frozen into it as constants."""
     return torch.jit.is_scripting() or torch.jit.is_tracing() or _tracing()
+
+
+def eager_inference(module: Optional[torch.nn.Module] = None) -> bool:
+    """True when `module` (if given) is in eval mode, grad is off and no graph is being captured: where the shared
+    layers may take shortcuts that give the same values (to float32 rounding) but are not the plain ops (folded
+    BatchNorm, in-place activations, batch slices)."""
+    return not (module is not None and module.training) and not torch.is_grad_enabled() and not capturing_graph()
+
+
+class DerivedTensors:
+    """Tensors computed from some source tensors (a conv weight with its BatchNorm folded in, say), rebuilt when a
+    source is replaced or changed in place (load_state_dict, an optimizer step, .to()): keyed on each source's
+    storage pointer and version counter. Holds no callable, so the module that owns it still pickles."""
+
+    def __init__(self):
+        self.key: Optional[tuple] = None
+        self.value: Any = None
+
+    def get(self, build: Callable[[], Any], *sources: Optional[torch.Tensor]) -> Any:
+        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
+        if key != self.key:
+            self.value, self.key = build(), key
+        return self.value
 
 
 def _concrete(args, kwargs) -> bool:

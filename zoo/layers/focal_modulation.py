@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._cache import capturing_graph
+from ._cache import eager_inference
 
 __all__ = ['focal_modulation', 'FocalModulation']
 
@@ -30,7 +30,7 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
     ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     gates = gates.permute(0, 3, 1, 2)
     ctx_all = 0
-    if torch.is_grad_enabled() or capturing_graph():
+    if not eager_inference():
         for l, layer in enumerate(focal_layers):
             ctx = layer(ctx)
             ctx_all = ctx_all + ctx * gates[:, l:l + 1]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from timm.layers import Mlp as _TimmMlp
 
-from ._cache import capturing_graph
+from ._cache import eager_inference
 
 __all__ = ['Mlp', 'DWConvMlp']
 
@@ -18,7 +18,7 @@ class Mlp(_TimmMlp):
     first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled() or capturing_graph() or type(self.act) is not nn.GELU:
+        if not eager_inference(self) or type(self.act) is not nn.GELU:
             return super().forward(x)
         x = torch.ops.aten.gelu_(self.fc1(x), approximate=self.act.approximate)
         return self.drop2(self.fc2(self.norm(self.drop1(x))))

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from timm.models import checkpoint_seq
 
-from ..layers._cache import capturing_graph
+from ..layers._cache import eager_inference
 
 __all__ = ['Backbone', 'Stage', 'take_indices']
 
@@ -53,10 +53,10 @@ INFERENCE_SLICE_BYTES = 2 * 2 ** 20
 def run_sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, module: nn.Module) -> torch.Tensor:
     """fn(x), on batch slices when `module` runs inference (see INFERENCE_SLICE_BYTES); whole otherwise, and
     always while a graph is captured."""
-    if module.training or torch.is_grad_enabled() or not INFERENCE_SLICE_BYTES or capturing_graph():
+    if not INFERENCE_SLICE_BYTES or not eager_inference(module):
         return fn(x)
-    n = max(1, INFERENCE_SLICE_BYTES // (x[0].numel() * x.element_size()))
-    return fn(x) if n >= x.shape[0] else torch.cat([fn(part) for part in x.split(n)])
+    slices = min(x.shape[0], -(-x.numel() * x.element_size() // INFERENCE_SLICE_BYTES))
+    return fn(x) if slices <= 1 else torch.cat([fn(part) for part in x.tensor_split(slices)])
 
 
 class Stage(nn.Module):
