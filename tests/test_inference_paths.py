@@ -1,5 +1,6 @@
 """Eager inference shortcuts in the shared layers: they must give the plain forward's values and follow the
 weights when those change."""
+import pytest
 import torch
 import torch.nn as nn
 
@@ -28,7 +29,7 @@ def test_conv_bn_folds_in_eval_and_follows_weight_changes():
 
     plain, folded = plain_and_folded()
     torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
-    assert m._folded is not None, 'the eval forward did not take the folded path'
+    assert m._folded.key is not None, 'the eval forward did not take the folded path'
     # in-place changes (load_state_dict, optimizer steps, statistics) must rebuild the fold
     other = conv_bn(8, 16, 3, stride=2, act_layer=nn.ReLU)
     _randomize_bn(other)
@@ -49,7 +50,7 @@ def test_conv_bn_trains_as_conv_then_batchnorm():
         y = m(x)
     # training mode normalises with the batch statistics (no fold): per-channel mean ~0
     assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5
-    assert m._folded is None
+    assert m._folded.key is None
 
 
 def test_mlp_inference_applies_gelu_in_place_with_the_same_values():
@@ -78,3 +79,27 @@ def test_stem_and_stages_run_on_batch_slices_at_inference(monkeypatch):
     calls.clear()
     torch.testing.assert_close(sliced, model(x).detach(), atol=1e-5, rtol=1e-5)
     assert calls == [3], 'with grad enabled the stage runs on the whole batch'
+
+
+def test_residual_depthwise_conv_bn_and_cpe_fold_the_identity_in_eval():
+    from zoo.layers.cpe import ConvPosEnc
+    torch.manual_seed(0)
+    m = conv_bn(8, 8, 3, groups=8, residual=True).eval()
+    _randomize_bn(m)
+    x = torch.randn(2, 8, 9, 7)
+    expected = x + nn.Sequential(m.conv, m.bn)(x).detach()  # the plain conv-BN, plus the residual
+    torch.testing.assert_close(m(x).detach(), expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
+    assert m._folded.key is not None
+    with pytest.raises(ValueError, match='depthwise'):
+        conv_bn(8, 16, 3, residual=True)
+    cpe = ConvPosEnc(8).eval()
+    x = torch.randn(2, 9, 7, 8)  # NHWC
+    expected = x + cpe.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach()
+    with torch.no_grad():
+        y = cpe(x)
+        torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
+        assert y.is_contiguous()
+        cpe.proj.weight.mul_(2)  # the folded kernel follows in-place changes
+        torch.testing.assert_close(cpe(x), x + cpe.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))

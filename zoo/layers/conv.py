@@ -9,51 +9,62 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
 
-from ._cache import capturing_graph
+from ._cache import DerivedTensors, eager_inference
 
-__all__ = ['conv_bn', 'ConvBn', 'ConvStem', 'ConvBnMlp']
+__all__ = ['conv_bn', 'ConvBn', 'ConvStem', 'ConvBnMlp', 'with_identity_tap']
+
+
+def with_identity_tap(weight: torch.Tensor) -> torch.Tensor:
+    """A depthwise kxk kernel (C, 1, k, k), odd k, plus 1 at its centre tap: conv(x, w') = x + conv(x, w) for a
+    stride-1 'same' depthwise conv, so a residual around one runs as a single conv (one pass less over x)."""
+    c = weight.shape[-1] // 2
+    weight = weight.clone()
+    weight[:, 0, c, c] += 1
+    return weight
 
 
 class ConvBn(ConvNormAct):
     """timm's ConvNormAct whose inference forward (eval, no grad) is one conv with the BatchNorm folded in.
 
-    The folded weight and bias are cached and rebuilt when any conv/BN tensor is replaced or changed in place
-    (load_state_dict, an optimizer step, .to()), so the module stays a plain ConvNormAct to its state dict and
-    to training; a captured graph (export, compile, FLOP counting) has the unfolded ops. Saves one pass over
-    every BN output.
+    residual=True makes it x + ConvBn(x) (a stride-1 depthwise conv-BN without act); at inference the identity is
+    folded into the kernel's centre tap too. The folded weight and bias are cached and rebuilt when any conv/BN
+    tensor changes (`DerivedTensors`), so the module stays a plain ConvNormAct to its state dict and to training;
+    a captured graph (export, compile, FLOP counting) has the unfolded ops. Saves one pass over every BN output.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, residual: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self._folded: Optional[Tuple[tuple, torch.Tensor, torch.Tensor]] = None
+        self.residual = residual
+        self._folded = DerivedTensors()
+        if residual and not (self.conv.groups == self.conv.in_channels == self.conv.out_channels
+                             and self.conv.stride == (1, 1) and isinstance(self.bn.act, nn.Identity)):
+            raise ValueError('residual=True needs a stride-1 depthwise conv-BN without activation')
 
     def _fold(self) -> Tuple[torch.Tensor, torch.Tensor]:
         conv, bn = self.conv, self.bn
-        tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in tensors)
-        if self._folded is None or self._folded[0] != key:
-            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-            if conv.bias is not None:
-                shift = shift + conv.bias * scale
-            self._folded = (key, conv.weight * scale.view(-1, 1, 1, 1), shift)
-        return self._folded[1], self._folded[2]
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            shift = shift + conv.bias * scale
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        return with_identity_tap(weight) if self.residual else weight, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled() or capturing_graph() or not isinstance(self.bn, nn.BatchNorm2d):
-            return super().forward(x)
-        weight, bias = self._fold()
-        conv = self.conv
+        if not eager_inference(self) or not isinstance(self.bn, nn.BatchNorm2d):
+            return x + super().forward(x) if self.residual else super().forward(x)
+        conv, bn = self.conv, self.bn
+        weight, bias = self._folded.get(self._fold, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                        bn.running_var)
         x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return self.bn.act(self.bn.drop(x))
 
 
 def conv_bn(in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1,
-            act_layer: Optional[Callable] = None, bn_weight_init: float = 1.) -> ConvBn:
+            act_layer: Optional[Callable] = None, bn_weight_init: float = 1., residual: bool = False) -> ConvBn:
     """Conv (no bias, 'same'-style padding k // 2) -> BatchNorm [-> act]; bn_weight_init 0 makes a residual
-    branch start as identity."""
+    branch start as identity; residual=True returns x + conv-BN(x) (see ConvBn)."""
     m = ConvBn(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups,
-               apply_act=act_layer is not None, act_layer=act_layer)
+               apply_act=act_layer is not None, act_layer=act_layer, residual=residual)
     nn.init.constant_(m.bn.weight, bn_weight_init)
     nn.init.zeros_(m.bn.bias)
     return m

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from ._cache import DerivedTensors, eager_inference
+from .conv import with_identity_tap
 
 __all__ = ['ConvPosEnc']
 
@@ -16,8 +20,13 @@ class ConvPosEnc(nn.Module):
         self.fmt = fmt
         self.proj = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.act = nn.GELU() if act else nn.Identity()
+        self._with_identity = DerivedTensors()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fmt == 'NHWC':
-            return x + self.act(self.proj(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
-        return x + self.act(self.proj(x))
+        nchw = x.permute(0, 3, 1, 2) if self.fmt == 'NHWC' else x
+        if eager_inference(self) and isinstance(self.act, nn.Identity):  # x + conv(x) as one conv
+            weight = self._with_identity.get(lambda: with_identity_tap(self.proj.weight), self.proj.weight)
+            y = F.conv2d(nchw, weight, self.proj.bias, padding=self.proj.padding, groups=self.proj.groups)
+        else:
+            y = nchw + self.act(self.proj(nchw))
+        return y.permute(0, 2, 3, 1) if self.fmt == 'NHWC' else y

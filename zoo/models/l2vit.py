@@ -16,22 +16,12 @@ from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
+from ..layers.cpe import ConvPosEnc
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename
 
 __all__ = ['L2ViT', 'L2ViTBlock']
-
-
-class ConvPosEnc(nn.Module):
-    """x + depthwise 3x3 conv(x) on (B, H, W, C) maps (conditional position encoding)."""
-
-    def __init__(self, dim: int, kernel_size: int = 3):
-        super().__init__()
-        self.proj = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 class ConvStem(nn.Module):

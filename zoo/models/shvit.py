@@ -34,12 +34,12 @@ class SHViTBlock(nn.Module):
 
     def __init__(self, dim: int, mixer: Optional[nn.Module] = None, dw_bn_init: float = 0., act_layer=nn.ReLU):
         super().__init__()
-        self.conv = conv_bn(dim, dim, 3, groups=dim, bn_weight_init=dw_bn_init)
+        self.conv = conv_bn(dim, dim, 3, groups=dim, bn_weight_init=dw_bn_init, residual=True)
         self.mixer = mixer
         self.ffn = ConvBnMlp(dim, 2 * dim, act_layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.conv(x)
+        x = self.conv(x)  # x + dw3x3-BN(x)
         if self.mixer is not None:
             x = x + self.mixer(x)
         return x + self.ffn(x)

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
-from timm.layers import GroupNorm1
+from timm.layers import GroupNorm1, create_act_layer
 
 from ..conv import conv_bn
 from .dense import dense_attention
@@ -44,7 +44,7 @@ class SingleHeadAttention(nn.Module):
         self.scale = qk_dim ** -0.5
         self.pre_norm = norm_layer(pdim)
         self.qkv = conv_bn(pdim, 2 * qk_dim + pdim)
-        self.act = act_layer()
+        self.act = create_act_layer(act_layer, inplace=True)  # on the concat, a fresh tensor
         self.proj = conv_bn(dim, dim, bn_weight_init=0.)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
