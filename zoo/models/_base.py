@@ -55,7 +55,8 @@ def run_sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modu
     always while a graph is captured."""
     if not INFERENCE_SLICE_BYTES or not eager_inference(module):
         return fn(x)
-    slices = min(x.shape[0], -(-x.numel() * x.element_size() // INFERENCE_SLICE_BYTES))
+    per_slice = max(1, INFERENCE_SLICE_BYTES // (x[0].numel() * x.element_size()))
+    slices = -(-x.shape[0] // per_slice)  # as few as the bound allows, of equal size (8 = 4 + 4, not 6 + 2)
     return fn(x) if slices <= 1 else torch.cat([fn(part) for part in x.tensor_split(slices)])
 
 
