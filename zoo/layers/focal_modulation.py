@@ -29,17 +29,18 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
     level = len(focal_layers)
     ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
     gates = gates.permute(0, 3, 1, 2)
-    ctx_all = 0
-    if not eager_inference():
-        for l, layer in enumerate(focal_layers):
-            ctx = layer(ctx)
-            ctx_all = ctx_all + ctx * gates[:, l:l + 1]
-        ctx_all = ctx_all + F.gelu(ctx.mean((2, 3), keepdim=True)) * gates[:, level:]
-    else:  # the same sums accumulated in place: two fewer full-size temporaries per level
-        for l, layer in enumerate(focal_layers):
-            ctx = layer(ctx)
-            ctx_all = ctx * gates[:, l:l + 1] if l == 0 else ctx_all.addcmul_(ctx, gates[:, l:l + 1])
-        ctx_all.addcmul_(F.gelu(ctx.mean((2, 3), keepdim=True)), gates[:, level:])
+    in_place = eager_inference()  # the same sums, accumulated in place: two fewer full-size temporaries per level
+
+    def accumulate(total: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if total is None:
+            return a * b
+        return total.addcmul_(a, b) if in_place else total + a * b
+
+    ctx_all = None
+    for l, layer in enumerate(focal_layers):
+        ctx = layer(ctx)
+        ctx_all = accumulate(ctx_all, ctx, gates[:, l:l + 1])
+    ctx_all = accumulate(ctx_all, F.gelu(ctx.mean((2, 3), keepdim=True)), gates[:, level:])
     if normalize:
         ctx_all = ctx_all / (level + 1)
     return q * h(ctx_all.permute(0, 2, 3, 1))
