@@ -1,6 +1,8 @@
 """zoo.profile: the MAC counter against analytic counts (SDPA, zoo attention layers, a small Swin, the handles
 fvcore lacks), the speed/memory functions on a tiny model, and the compat checks (ONNX + onnxruntime,
 torch.compile, TorchScript) on a tiny Swin."""
+import os
+
 import pytest
 import timm
 import torch
@@ -199,3 +201,15 @@ def test_vs_timm_checks_parity_then_times_each_model_in_its_own_process():
                        rounds=2, iters_per_round=1)
     assert row['identical'] and row['max_abs_diff'] < 1e-4, row
     assert row['zoo_ms'] > 0 and row['timm_ms'] > 0 and len(row['ratio_rounds']) == 2
+    # the ratio is the median of the paired per-round ratios, the IQR brackets it
+    assert row['ratio'] == pytest.approx(sum(row['ratio_rounds']) / 2)
+    assert row['ratio_iqr'][0] <= row['ratio'] <= row['ratio_iqr'][1]
+
+
+def test_fault_free_environment_is_set_for_the_block_only(monkeypatch):
+    from zoo.profile.vs_timm import FAULT_FREE_MALLOC, _environment
+    monkeypatch.setenv('MALLOC_TOP_PAD_', '7')
+    monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
+    with _environment(FAULT_FREE_MALLOC):
+        assert all(os.environ[k] == v for k, v in FAULT_FREE_MALLOC.items())
+    assert os.environ['MALLOC_TOP_PAD_'] == '7' and 'MALLOC_MMAP_THRESHOLD_' not in os.environ

@@ -3,14 +3,20 @@
 For each pair: build timm's model, load its state_dict into the zoo model through the zoo family's
 checkpoint filter (the same path a user's timm checkpoint takes: `pretrained=True` with a file overlay,
 strict), check the logits agree within `atol`, then time both alternately (ABBA order over rounds) so
-that drift in machine load hits both equally. The ratio is zoo img/s / timm img/s from the medians.
+that drift in machine load hits both equally. The ratio is the median over rounds of timm's time / zoo's time
+within the round (paired: a slow minute slows both sides of its round), with its interquartile range.
 
 Each model runs in a process of its own (the other one waits, idle, while it runs). In one shared process
 the two models share glibc's heap: one model's allocation pattern decides how often the other's large
 tensors are mapped and page-faulted in afresh, which moved timm's Swin-T/DaViT-T by 10-15% at batch 8.
+
+`fault_free=True` starts both processes with glibc's heap told to keep freed memory (FAULT_FREE_MALLOC), so
+neither pays page faults for fresh large tensors: it compares compute alone. In the default heap timm's
+DaViT-T page-faults ~220 MB per batch-8 forward (0.15 s of system time), zoo's ~28 MB.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import statistics
@@ -107,6 +113,26 @@ def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> flo
     return (a(x).float() - b(x).float()).abs().max().item()
 
 
+# glibc: serve every allocation from the heap (no per-tensor mmap) and never give freed memory back to the system
+FAULT_FREE_MALLOC = {'MALLOC_MMAP_THRESHOLD_': str(2 ** 30), 'MALLOC_TRIM_THRESHOLD_': str(2 ** 34),
+                     'MALLOC_TOP_PAD_': str(2 ** 27)}
+
+
+@contextlib.contextmanager
+def _environment(env: Dict[str, str]):
+    """os.environ updated with `env` inside the block (for the processes started there)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: BenchOptions) -> None:
     """Child process: prepares one model, then answers each request `n` with the seconds of n forward passes
     (None ends it). An error is sent back as a string."""
@@ -131,7 +157,8 @@ def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: Be
 
 
 def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int, opts: BenchOptions, rounds: int,
-                      iters_per_round: int, progress=None, label: str = '') -> Dict[str, List[float]]:
+                      iters_per_round: int, progress=None, label: str = '',
+                      fault_free: bool = False) -> Dict[str, List[float]]:
     """Seconds per forward pass of each model, each in its own process, in ABBA order over rounds."""
     ctx = mp.get_context('spawn')
     workers = {}
@@ -139,7 +166,8 @@ def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int,
         for key, model in models.items():
             conn, child_conn = ctx.Pipe()
             proc = ctx.Process(target=_timing_worker, args=(child_conn, model, size, batch_size, opts), daemon=True)
-            proc.start()
+            with _environment(FAULT_FREE_MALLOC if fault_free else {}):
+                proc.start()
             workers[key] = (proc, conn)
 
         def request(key: str, n: int) -> List[float]:
@@ -173,7 +201,8 @@ def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int,
 
 def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int = 8,
                  opts: Optional[BenchOptions] = None, rounds: int = 6, iters_per_round: int = 3,
-                 atol: float = 1e-4, progress=None, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                 atol: float = 1e-4, progress=None, model_kwargs: Optional[Dict[str, Any]] = None,
+                 fault_free: bool = False) -> Dict[str, Any]:
     """Parity check then alternating timing (one process per model) of one zoo/timm pair; returns a result row."""
     import timm
     opts = opts or BenchOptions()
@@ -200,22 +229,31 @@ def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int 
             row['error'] = f'outputs differ by {diff:.3g} > {atol}; not timed'
             return row
         times = _time_alternately({'zoo': zoo_model, 'timm': timm_model}, size, batch_size, opts, rounds,
-                                  iters_per_round, progress, zoo_name)
+                                  iters_per_round, progress, zoo_name, fault_free)
         med = {k: statistics.median(v) for k, v in times.items()}
+        rounds_ratio = [statistics.median(times['timm'][i:i + iters_per_round]) /
+                        statistics.median(times['zoo'][i:i + iters_per_round])
+                        for i in range(0, len(times['zoo']), iters_per_round)]
         row.update({
             'zoo_img_s': batch_size / med['zoo'], 'timm_img_s': batch_size / med['timm'],
             'zoo_ms': 1e3 * med['zoo'], 'timm_ms': 1e3 * med['timm'],
-            'ratio': med['timm'] / med['zoo'],
-            # paired per-round ratios: how noisy the machine was
-            'ratio_rounds': [statistics.median(times['timm'][i:i + iters_per_round]) /
-                             statistics.median(times['zoo'][i:i + iters_per_round])
-                             for i in range(0, len(times['zoo']), iters_per_round)],
+            'ratio': statistics.median(rounds_ratio), 'ratio_iqr': _quartiles(rounds_ratio),
+            'ratio_rounds': rounds_ratio, 'fault_free': fault_free,
         })
     return row
 
 
+def _quartiles(values: List[float]) -> List[float]:
+    """[first, third] quartile (the values themselves when there are fewer than two)."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q = statistics.quantiles(values, n=4, method='inclusive')
+    return [q[0], q[2]]
+
+
 def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Optional[BenchOptions] = None,
-            rounds: int = 6, iters_per_round: int = 3, atol: float = 1e-4, progress: bool = True) -> Dict[str, Any]:
+            rounds: int = 6, iters_per_round: int = 3, atol: float = 1e-4, progress: bool = True,
+            fault_free: bool = False) -> Dict[str, Any]:
     """Every pair in turn; returns {'context', 'options', 'results'} (see report.context)."""
     from tqdm.auto import tqdm
 
@@ -226,29 +264,32 @@ def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Op
     for zoo_name, timm_name in bar:
         try:
             rows.append(compare_pair(zoo_name, timm_name, input_size, batch_size, opts, rounds, iters_per_round,
-                                     atol, progress=bar))
+                                     atol, progress=bar, fault_free=fault_free))
         except Exception as e:
             rows.append({'zoo': zoo_name, 'timm': timm_name, 'error': f'{type(e).__name__}: {str(e)[:300]}'})
     return {'context': context(opts), 'options': dict(opts.to_dict(), input_size=input_size, batch_size=batch_size,
-                                                      rounds=rounds, iters_per_round=iters_per_round, atol=atol),
+                                                      rounds=rounds, iters_per_round=iters_per_round, atol=atol,
+                                                      fault_free=fault_free),
             'results': rows}
 
 
 def format_compare(report: Dict[str, Any]) -> str:
-    lines = ['| zoo | timm | max abs diff | zoo img/s | timm img/s | zoo / timm | per-round ratios |',
-             '|---|---|---|---|---|---|---|']
+    lines = ['| zoo | timm | max abs diff | zoo img/s | timm img/s | zoo / timm | IQR | per-round ratios |',
+             '|---|---|---|---|---|---|---|---|']
     for r in report['results']:
         if 'ratio' in r:
             rr = ', '.join(f'{v:.2f}' for v in r['ratio_rounds'])
+            lo, hi = r['ratio_iqr']
             lines.append(f'| {r["zoo"]} | {r["timm"]} | {r["max_abs_diff"]:.2e} | {r["zoo_img_s"]:.2f} | '
-                         f'{r["timm_img_s"]:.2f} | **{r["ratio"]:.3f}x** | {rr} |')
+                         f'{r["timm_img_s"]:.2f} | **{r["ratio"]:.3f}x** | {lo:.2f}-{hi:.2f} | {rr} |')
         else:
             diff = f'{r["max_abs_diff"]:.2e}' if 'max_abs_diff' in r else '-'
-            lines.append(f'| {r["zoo"]} | {r["timm"]} | {diff} | - | - | - | {r.get("error", "")} |')
+            lines.append(f'| {r["zoo"]} | {r["timm"]} | {diff} | - | - | - | - | {r.get("error", "")} |')
     ctx, o = report['context'], report['options']
     lines += ['', f'Options: input {o["input_size"]}, batch {o["batch_size"]}, device {o["device"]}, dtype {o["dtype"]}, '
               f'amp {o["amp"]}, channels_last {o["channels_last"]}, compile {o["compile"]}, threads {ctx["threads"]}, '
-              f'{o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), warmup {o["warmup"]}.',
+              f'{o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), warmup {o["warmup"]}'
+              + (', fault-free heap (FAULT_FREE_MALLOC).' if o.get('fault_free') else '.'),
               f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, {ctx.get("gpu") or ctx["cpu"]}, '
               f'load average {ctx.get("loadavg")}, {ctx["date_utc"]} UTC.']
     return '\n'.join(lines)
