@@ -87,6 +87,25 @@ def paper_inline(m: InLineAttention, x: torch.Tensor) -> torch.Tensor:
     return m.proj(out + res.permute(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize('captured', [False, True], ids=['eager grouped conv', 'graph shifted sum'])
+def test_dynamic_depthwise_conv_matches_per_sample_conv(monkeypatch, captured):
+    """Both forms (groups=B*C in eager, the shifted sum while a graph is captured) against one conv per sample,
+    forward and backward."""
+    import zoo.layers.attention.inline as inline
+    monkeypatch.setattr(inline, 'capturing_graph', lambda: captured)
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6, 9, requires_grad=True)
+    w = torch.randn(3, 5, 3, 3, requires_grad=True)
+    y = inline.dynamic_depthwise_conv(x, w)
+    ref = torch.cat([F.conv2d(x[b:b + 1], w[b].unsqueeze(1), padding=1, groups=5) for b in range(3)])
+    torch.testing.assert_close(y, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w), g)
+    ref_grads = torch.autograd.grad(ref, (x, w), g)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize('size', [(7, 7), (5, 11), (1, 2)])
 @torch.no_grad()
 def test_mixer_matches_paper_any_size(size):

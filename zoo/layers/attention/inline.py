@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._cache import capturing_graph
+
 __all__ = ['inline_attention', 'dynamic_depthwise_conv', 'InLineAttention']
 
 Size2 = Tuple[int, int]
@@ -39,14 +41,18 @@ def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: O
 def dynamic_depthwise_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Depthwise conv with a kernel per sample and channel. x: (B, C, H, W), weight: (B, C, k, k), 'same' padding.
 
-    Written as a sum of k * k shifted, weighted copies of the padded map (the conv's cross-correlation), not as
-    one conv with the batch folded into groups=B*C: a group count that depends on the batch cannot be exported
-    with a dynamic batch (ONNX Conv's `group` is a constant attribute) and is baked in by torch.jit.trace.
-    Same math; float sums in another order (differences ~1e-7)."""
+    Eager: one conv with the batch folded into the groups (groups=B*C), 5.7x faster than the sum below for
+    InLine-DeiT-T's 14x14x192 maps on 2 CPU threads. While a graph is captured (ONNX export, torch.jit.trace,
+    torch.compile) it is a sum of k * k shifted, weighted copies of the padded map instead: a group count that
+    depends on the batch cannot be exported with a dynamic batch (ONNX Conv's `group` is a constant attribute)
+    and is baked in by torch.jit.trace. Same math; float sums in another order (differences ~1e-7)."""
     B, C, H, W = x.shape
     k = int(weight.shape[-1])  # a constant kernel size (torch.jit.trace would hand a tensor to divmod)
-    xp = F.pad(x, (k // 2, k // 2, k // 2, k // 2))
     weight = weight.to(x.dtype)
+    if not capturing_graph():
+        return F.conv2d(x.reshape(1, B * C, H, W), weight.reshape(B * C, 1, k, k), padding=k // 2,
+                        groups=B * C).view(B, C, H, W)
+    xp = F.pad(x, (k // 2, k // 2, k // 2, k // 2))
     out = xp[:, :, :H, :W] * weight[:, :, :1, :1]
     for t in range(1, k * k):
         i, j = divmod(t, k)
