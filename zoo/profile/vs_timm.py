@@ -16,13 +16,13 @@ DaViT-T page-faults ~220 MB per batch-8 forward (0.15 s of system time), zoo's ~
 """
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import statistics
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
+from unittest import mock
 
 import torch
 
@@ -118,19 +118,9 @@ FAULT_FREE_MALLOC = {'MALLOC_MMAP_THRESHOLD_': str(2 ** 30), 'MALLOC_TRIM_THRESH
                      'MALLOC_TOP_PAD_': str(2 ** 27)}
 
 
-@contextlib.contextmanager
 def _environment(env: Dict[str, str]):
-    """os.environ updated with `env` inside the block (for the processes started there)."""
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """os.environ updated with `env` inside the block (for the processes started there), restored after."""
+    return mock.patch.dict(os.environ, env)
 
 
 def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: BenchOptions) -> None:
