@@ -34,8 +34,11 @@ def test_dense_backends_match_reference(backend, case):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
-def test_short_cpu_self_attention_uses_bmm():
-    window = torch.zeros(1, 2, 49, 8)
+def test_short_cpu_self_attention_uses_bmm_when_training():
+    """With autograd (training), short windows take the batched GEMMs; 256 keys, cross attention over 98 keys and
+    4-token windows take SDPA. Inference prefers the native kernel (tests/test_native.py)."""
+    window = torch.zeros(1, 2, 49, 8, requires_grad=True)
     assert dense_attention.candidates(window, window, window)[0] == 'bmm'
     for q, k in [(torch.zeros(1, 2, 256, 8),) * 2, (window, torch.zeros(1, 2, 98, 8)), (torch.zeros(1, 2, 4, 8),) * 2]:
+        q, k = q.requires_grad_(), k.requires_grad_()
         assert dense_attention.candidates(q, k, k)[0] == 'sdpa', (q.shape, k.shape)

@@ -24,9 +24,12 @@ def _tracing() -> bool:
 
 def capturing_graph() -> bool:
     """True while the model is captured as a graph (TorchScript scripting or tracing, which fvcore's FLOP counter
-    uses; dynamo; torch.export): eager-only shortcuts (folded BatchNorm, batch slices) step aside so the graph
-    keeps the model's own ops and no weights are frozen into it as constants."""
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or _tracing()
+    uses; dynamo; torch.export) or its ops are recorded by a dispatch mode (torch's FlopCounterMode): eager-only
+    shortcuts (folded BatchNorm, batch slices, native kernels) step aside so the graph keeps the model's own ops
+    and no weights are frozen into it as constants."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or _tracing()
+            or _get_current_dispatch_mode() is not None)
 
 
 def eager_inference(module: Optional[torch.nn.Module] = None) -> bool:

@@ -1,13 +1,15 @@
 """Dense (full) multi-head scaled dot-product attention: the op every other mixer reduces to."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .dispatch import AttentionOp
+from .. import _native
+from .._cache import capturing_graph
 
 __all__ = ['dense_attention', 'Attention']
 
@@ -93,6 +95,82 @@ def _dense_bmm(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[flo
     if dropout_p > 0.:
         attn = F.dropout(attn, p=dropout_p)
     return torch.bmm(attn, v).view(*lead, Lq, dv)
+
+
+def _flat_stride(sizes, strides) -> Optional[int]:
+    """The single stride that walks `sizes` flattened row-major (0 when all are 1), or None if they do not
+    flatten into one dim without a copy."""
+    dims = [(n, st) for n, st in zip(sizes, strides) if n > 1]
+    if any(outer != inner * n for (_, outer), (n, inner) in zip(dims, dims[1:])):
+        return None
+    return dims[-1][1] if dims else 0
+
+
+def _native_shapes(q, k, v, bias=None, scale=None, dropout_p=0.) -> bool:
+    """Calls the native kernel takes: CPU float32 inference (nothing needs a gradient), no dropout, at most
+    256 keys, q/k dim <= 64, value dim a multiple of 8 up to 64, unbroadcast q/k/v with contiguous rows whose
+    leading dims (before heads) flatten; not while a graph is captured (the kernel is opaque to tracing)."""
+    tensors = (q, k, v) if bias is None else (q, k, v, bias)
+    return (not capturing_graph() and q.device.type == 'cpu' and q.dtype == k.dtype == v.dtype == torch.float32 and dropout_p == 0.
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and q.dim() >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape[-2] == v.shape[-2]
+            and k.shape[-2] <= 256 and q.shape[-1] == k.shape[-1] <= 64 and v.shape[-1] in range(8, 65, 8)
+            and all(t.stride(-1) == 1 and _flat_stride(t.shape[:-3], t.stride()[:-3]) is not None
+                    for t in (q, k, v)))
+
+
+def _native_bias(bias: torch.Tensor, shape) -> Tuple[torch.Tensor, int, int]:
+    """bias broadcast to `shape` (*lead, heads, Lq, Lk) as (tensor, period, group stride): group g of the
+    flattened lead dims reads bias group g % period. Lead dims the bias is broadcast over come first
+    (a window mask repeats over the batch); any other broadcast is materialised."""
+    bias = bias.to(torch.float32).expand(shape)
+    if bias.stride(-1) != 1:
+        bias = bias.contiguous()
+    sizes, strides = bias.shape[:-3], bias.stride()[:-3]
+    first = next((i for i, (n, st) in enumerate(zip(sizes, strides)) if n > 1 and st != 0), len(sizes))
+    stride = _flat_stride(sizes[first:], strides[first:])
+    if stride is None or any(st == 0 and n > 1 for n, st in zip(sizes[first:], strides[first:])):
+        bias = bias.contiguous()
+        first, stride = 0, _flat_stride(bias.shape[:-3], bias.stride()[:-3])
+    period = 1
+    for n in sizes[first:]:
+        period *= n
+    return bias, period, stride
+
+
+def _native_fast(q, k, v, *args, **kwargs) -> bool:
+    """Where the native kernel beats SDPA and batched GEMMs (float32, 2 threads): from 2x2 windows (6x) through
+    7x7 windows (1.3-2x incl. the output transpose it saves) to 196 keys; not for a handful of queries over many
+    keys (the per-head key transpose dominates) nor 256 keys of dim 64 (SDPA 1.2x)."""
+    return (_native_shapes(q, k, v, *args, **kwargs) and q.shape[-2] >= 4 and k.shape[-2] <= 196
+            and _native.library() is not None)
+
+
+@dense_attention.register('native', priority=30, supports=_native_fast,
+                          runs=lambda *a, **kw: _native_shapes(*a, **kw) and _native.library() is not None)
+def _dense_native(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[float] = None,
+                  dropout_p: float = 0.):
+    """zoo/csrc/cpu_attention.cpp: scores, softmax and the value sum per (group, head) in one pass, reading
+    q/k/v through their strides. The result is a (..., heads, Lq, dv) view of a token-major (..., Lq, heads, dv)
+    buffer, so `x.transpose(-3, -2).reshape(..., Lq, heads * dv)` afterwards is free."""
+    lead, (H, Lq, d), Lk, dv = q.shape[:-3], q.shape[-3:], k.shape[-2], v.shape[-1]
+    G = 1
+    for n in lead:
+        G *= n
+    scale = d ** -0.5 if scale is None else scale
+    strides = [_native.int64_array([_flat_stride(t.shape[:-3], t.stride()[:-3]), *t.stride()[-3:-1]])
+               for t in (q, k, v)]
+    if bias is not None:
+        bias, period, group_stride = _native_bias(bias, (*lead, H, Lq, Lk))
+        bias_strides = _native.int64_array([group_stride, *bias.stride()[-3:-1]])
+    out = q.new_empty(*lead, Lq, H, dv)
+    status = _native.library().zoo_short_attention_f32(
+        q.data_ptr(), k.data_ptr(), v.data_ptr(), G, H, Lq, Lk, d, dv, *strides,
+        None if bias is None else bias.data_ptr(), 1 if bias is None else period,
+        None if bias is None else bias_strides, out.data_ptr(), scale, torch.get_num_threads())
+    if status:
+        raise RuntimeError(f'zoo native attention: unsupported shapes q={tuple(q.shape)} v={tuple(v.shape)}')
+    return out.transpose(-3, -2)
 
 
 class Attention(nn.Module):

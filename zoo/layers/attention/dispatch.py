@@ -79,9 +79,14 @@ class AttentionOp:
         ok = [b for b in self.backends.values() if b.supports(*args, **kwargs)]
         return [b.name for b in sorted(ok, key=lambda b: -b.priority)]
 
-    def select(self, *args, backend: Optional[str] = None, **kwargs) -> str:
+    def forced(self) -> Optional[str]:
+        """The backend of this op forced in this thread (force_backend / ZOO_ATTN_BACKEND), or None."""
         forced = _forced()
-        name = backend or forced.get(self.name) or forced.get('*')
+        name = forced.get(self.name) or forced.get('*')
+        return name if name in self.backends else None
+
+    def select(self, *args, backend: Optional[str] = None, **kwargs) -> str:
+        name = backend or self.forced()
         if name is not None and name in self.backends:
             if not self.backends[name].runs(*args, **kwargs):
                 raise RuntimeError(f'attention op {self.name!r}: backend {name!r} does not support this call')

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
 from .dense import dense_attention
-from .._cache import shape_cache
+from .. import _native
+from .._cache import eager_inference, shape_cache
 
 __all__ = [
     'window_partition', 'window_reverse', 'grid_partition', 'grid_reverse', 'PARTITIONS',
@@ -188,23 +189,27 @@ class WindowMixer(nn.Module):
     def mix(self, windows: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, C) zero-padded at the bottom/right to window multiples."""
+        pad_h, pad_w = (-x.shape[1]) % self.window_size[0], (-x.shape[2]) % self.window_size[1]
+        return F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+    @staticmethod
+    def _crop(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        return x if x.shape[1:3] == (H, W) else x[:, :H, :W].contiguous()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        (wh, ww), (sh, sw) = self.window_size, self.shift_size
-        pad_h, pad_w = (-H) % wh, (-W) % ww
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        x = self._pad(x)
+        Hp, Wp = x.shape[1:3]
         mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
                            partition=self.partition)
         # roll + partition (and reverse + roll back) as one row gather each: a single copy instead of two
         order, inverse = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
-        windows = x.reshape(B, Hp * Wp, C).index_select(1, order).view(B, -1, wh * ww, C)
+        windows = x.reshape(B, Hp * Wp, C).index_select(1, order).view(B, -1, self.window_size[0] * self.window_size[1], C)
         out = self.mix(windows, mask)
         x = out.reshape(B, Hp * Wp, -1).index_select(1, inverse).view(B, Hp, Wp, -1)
-        if pad_h or pad_w:
-            x = x[:, :H, :W].contiguous()
-        return x
+        return self._crop(x, H, W)
 
     def extra_repr(self) -> str:
         return f'partition={self.partition}, window_size={self.window_size}, shift_size={self.shift_size}'
@@ -233,6 +238,38 @@ class WindowAttention(WindowMixer):
         super().set_window_size(window_size, shift_size)
         if self.rel_pos is not None:
             self.rel_pos.set_window_size(self.window_size)
+
+    def _native_runs(self, x: torch.Tensor) -> bool:
+        """Whether this call takes the native kernel: CPU float32 eager inference, unless another dense-attention
+        backend is forced (force_backend / ZOO_ATTN_BACKEND), with the window sizes and head dims the kernel
+        is fast for (as the dense op's 'native' backend)."""
+        N = self.window_size[0] * self.window_size[1]
+        return (eager_inference(self) and x.device.type == 'cpu' and x.dtype == torch.float32
+                and dense_attention.forced() in (None, 'native') and self.head_dim in range(8, 65, 8)
+                and 4 <= N <= 196 and _native.library() is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """With the native kernel, qkv is projected on the map in raster order and the kernel reads each window's
+        tokens through the window index and writes each output token back in place: no partitioned copies
+        (both gathers of WindowMixer.forward) and no per-window bias + mask sum."""
+        if not self._native_runs(x):
+            return super().forward(x)
+        B, H, W, C = x.shape
+        x = self._pad(x)
+        Hp, Wp = x.shape[1:3]
+        N = self.window_size[0] * self.window_size[1]
+        mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
+                           partition=self.partition)
+        order, _ = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
+        qkv = self.qkv(x.reshape(B, Hp * Wp, C))
+        bias = self.rel_pos() if self.rel_pos is not None else None
+        out = qkv.new_empty(B, Hp * Wp, self.num_heads * self.head_dim)
+        status = _native.library().zoo_window_attention_f32(
+            qkv.data_ptr(), B, Hp * Wp, self.num_heads, self.head_dim, order.data_ptr(), order.numel() // N, N,
+            None if bias is None else bias.data_ptr(), None if mask is None else mask.data_ptr(), out.data_ptr(),
+            self.head_dim ** -0.5, torch.get_num_threads())
+        assert status == 0, 'zoo_window_attention_f32 refused a shape _native_runs accepted'
+        return self._crop(self.proj(out).view(B, Hp, Wp, -1), H, W)
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape

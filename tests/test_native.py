@@ -1,0 +1,113 @@
+"""zoo's native CPU attention kernels (zoo/csrc/cpu_attention.cpp) against the reference path: the dense op's
+'native' backend over strided q/k/v, broadcast biases and every value width it takes, and the fused window path
+of WindowAttention (shifted, padded, grid partitions). Inference only: with autograd the layers never pick them."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zoo.layers import _native
+from zoo.layers.attention import GridAttention, WindowAttention, dense_attention, force_backend
+
+needs_native = pytest.mark.skipif(_native.library() is None, reason='native kernels unavailable (no AVX2/compiler)')
+
+
+def _reference(q, k, v, bias=None, scale=None):
+    with force_backend('reference', op='dense'):
+        return dense_attention(q, k, v, bias=bias, scale=scale)
+
+
+CASES = {  # q shape, k shape, value dim, bias shape
+    'swin windows, bias + mask': ((2, 4, 3, 49, 32), (2, 4, 3, 49, 32), 32, (4, 3, 49, 49)),
+    'per-head bias': ((3, 2, 49, 16), (3, 2, 49, 16), 16, (2, 49, 49)),
+    'cross, odd sizes': ((2, 3, 13, 20), (2, 3, 37, 20), 24, (1, 3, 13, 37)),
+    'one key block': ((1, 2, 5, 8), (1, 2, 5, 8), 8, None),
+    '256 keys, dim 64': ((1, 2, 70, 64), (1, 2, 256, 64), 64, (70, 256)),
+    'no leading dims': ((4, 9, 40), (4, 9, 40), 40, None),
+}
+
+
+@needs_native
+@pytest.mark.parametrize('case', list(CASES))
+def test_native_dense_attention_matches_reference(case):
+    q_shape, k_shape, dv, bias_shape = CASES[case]
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(q_shape, generator=g), torch.randn(k_shape, generator=g)
+    v = torch.randn(*k_shape[:-1], dv, generator=g)
+    bias = None if bias_shape is None else 3 * torch.randn(bias_shape, generator=g)
+    out = dense_attention(q, k, v, bias=bias, scale=0.3, backend='native')
+    torch.testing.assert_close(out, _reference(q, k, v, bias, 0.3), atol=2e-6, rtol=1e-5)
+    assert out.shape == (*q_shape[:-1], dv)
+
+
+@needs_native
+def test_native_dense_attention_reads_strided_views_and_masks():
+    """q/k/v as the permuted views of a fused qkv projection, a -100 window mask repeating over the batch, and
+    a bias broadcast over a middle dim (materialised); the result's token-major layout flattens for free."""
+    B, nW, heads, N, d = 2, 3, 4, 49, 8
+    qkv = torch.randn(B, nW, N, 3, heads, d)
+    q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)
+    mask = torch.zeros(nW, 1, N, N).masked_fill_(torch.rand(nW, 1, N, N) < 0.3, -100.)
+    for bias in (torch.randn(heads, N, N) + mask, torch.randn(B, 1, heads, N, N)):
+        out = dense_attention(q, k, v, bias=bias)
+        torch.testing.assert_close(out, _reference(q, k, v, bias), atol=2e-6, rtol=1e-5)
+    assert dense_attention.select(q, k, v, bias=bias) == 'native'
+    assert out.transpose(2, 3).is_contiguous()
+
+
+@needs_native
+def test_native_is_inference_only():
+    """With autograd the dispatch picks a differentiable backend (and its gradients match the reference); the native
+    backend refuses to run even when forced."""
+    q, k, v = (torch.randn(2, 3, 49, 8, requires_grad=True) for _ in range(3))
+    assert dense_attention.select(q, k, v) == 'bmm'
+    with torch.no_grad():
+        assert dense_attention.select(q, k, v) == 'native'
+    with pytest.raises(RuntimeError, match='does not support'):
+        dense_attention(q, k, v, backend='native')
+    grads = torch.autograd.grad(dense_attention(q, k, v).sum(), (q, k, v))
+    torch.testing.assert_close(grads, torch.autograd.grad(_reference(q, k, v).sum(), (q, k, v)))
+
+
+@needs_native
+@pytest.mark.parametrize('layer, size', [
+    (lambda: WindowAttention(64, 4, (7, 7), (3, 3)), (14, 21)),   # shifted, mask
+    (lambda: WindowAttention(48, 3, (7, 7)), (10, 17)),           # padded, padding mask
+    (lambda: WindowAttention(32, 2, (4, 4), rel_pos_bias=False), (8, 8)),  # DaViT: no bias, no mask
+    (lambda: GridAttention(64, 2, (7, 7)), (14, 21)),             # MaxViT grid
+])
+def test_native_window_attention_matches_partitioned_path(layer, size):
+    torch.manual_seed(0)
+    m = layer().eval()
+    x = torch.randn(2, *size, m.qkv.in_features)
+    with torch.no_grad():
+        assert m._native_runs(x)
+        out = m(x)
+        with force_backend('reference', op='dense'):
+            assert not m._native_runs(x)
+            ref = m(x)
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+
+
+def test_native_kernels_can_be_switched_off():
+    """ZOO_NATIVE=0: no library, and the layers run their PyTorch paths."""
+    code = ('import torch; from zoo.layers import _native; from zoo.layers.attention import dense_attention; '
+            'q = torch.zeros(1, 2, 49, 8); assert _native.library() is None; '
+            'assert dense_attention.select(q, q, q) == "bmm"')
+    subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'ZOO_NATIVE': '0'})
+
+
+def test_a_failed_build_warns_and_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv('ZOO_NATIVE_CACHE', str(tmp_path))
+    monkeypatch.setenv('CXX', 'false')  # a "compiler" that always fails
+    _native.library.cache_clear()
+    try:
+        if not _native._cpu_ok():
+            pytest.skip('not an AVX2 CPU')
+        with pytest.warns(UserWarning, match='native CPU kernels unavailable'):
+            assert _native.library() is None
+    finally:
+        monkeypatch.undo()
+        _native.library.cache_clear()

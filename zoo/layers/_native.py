@@ -1,0 +1,87 @@
+"""zoo's native CPU kernels (zoo/csrc/*.cpp): compiled on first use with the system C++ compiler, cached, loaded
+through ctypes.
+
+They need Linux on an AVX2 + FMA CPU and a C++ compiler (CXX, default c++). Anything else, or ZOO_NATIVE=0,
+and `library()` returns None: the layers then run their PyTorch paths, which give the same values. The shared
+object is cached under ZOO_NATIVE_CACHE (default ~/.cache/zoo/native), keyed by the source, the flags and the
+compiler, so it builds once per machine (about 3 s) and again only when one of them changes.
+
+The kernels parallelise with OpenMP; linked against libgomp, they share the OpenMP runtime PyTorch has
+already loaded (torch ships libgomp.so.1), so they run on torch's thread pool with torch.get_num_threads().
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = ['library', 'int64_array']
+
+_SOURCES = ('cpu_attention.cpp',)
+_FLAGS = ('-O3', '-std=c++17', '-mavx2', '-mfma', '-fopenmp', '-fPIC', '-shared')
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p  # pointers go in as addresses (Tensor.data_ptr(); None is NULL)
+_I64P = ctypes.POINTER(ctypes.c_int64)
+# every exported function: (name, restype, argtypes)
+_SIGNATURES = (
+    ('zoo_short_attention_f32', ctypes.c_int,
+     [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64P, _I64P, _I64P,
+      _PTR, _I64, _I64P, _PTR, ctypes.c_float, ctypes.c_int]),
+    ('zoo_window_attention_f32', ctypes.c_int,
+     [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
+)
+
+
+def _cpu_ok() -> bool:
+    return (platform.system() == 'Linux' and platform.machine() in ('x86_64', 'AMD64')
+            and torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512'))
+
+
+def _build(compiler: str, sources, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # build beside the target, then rename: atomic
+        target = Path(tmp) / out.name
+        subprocess.run([compiler, *_FLAGS, *map(str, sources), '-o', str(target)], check=True,
+                       capture_output=True, text=True)
+        os.replace(target, out)
+
+
+@functools.lru_cache(maxsize=None)
+def library() -> Optional[ctypes.CDLL]:
+    """The compiled kernels, or None where they cannot run here (see the module docstring)."""
+    if os.environ.get('ZOO_NATIVE', '1') == '0' or not _cpu_ok():
+        return None
+    compiler = shutil.which(os.environ.get('CXX', 'c++'))
+    if compiler is None:
+        return None
+    sources = [Path(__file__).resolve().parents[1] / 'csrc' / name for name in _SOURCES]
+    key = hashlib.sha256()
+    for part in (*[s.read_bytes() for s in sources], ' '.join(_FLAGS).encode(), compiler.encode()):
+        key.update(part)
+    cache = Path(os.environ.get('ZOO_NATIVE_CACHE', Path.home() / '.cache' / 'zoo' / 'native'))
+    path = cache / key.hexdigest()[:16] / 'libzoo_cpu.so'
+    try:
+        if not path.exists():
+            _build(compiler, sources, path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, 'stderr', '') or e
+        warnings.warn(f'zoo: native CPU kernels unavailable, using the PyTorch paths ({detail})')
+        return None
+    for name, restype, argtypes in _SIGNATURES:
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+    return lib
+
+
+def int64_array(values) -> ctypes.Array:
+    return (ctypes.c_int64 * len(values))(*values)
