@@ -1,6 +1,6 @@
-"""zoo's native CPU attention kernels (zoo/csrc/cpu_attention.cpp) against the reference path: the dense op's
-'native' backend over strided q/k/v, broadcast biases and every value width it takes, and the fused window path
-of WindowAttention (shifted, padded, grid partitions). Inference only: with autograd the layers never pick them."""
+"""zoo's native CPU kernels (zoo/csrc) against the PyTorch paths: the dense op's 'native' backend over strided
+q/k/v, broadcast biases and every value width it takes; the fused window path of WindowAttention (shifted,
+padded, grid partitions); the MLP's bias + GELU pass. Inference only: with autograd the layers never pick them."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 
-from zoo.layers import _native
+import torch.nn.functional as F
+
+from zoo.layers import Mlp, _native
 from zoo.layers.attention import GridAttention, WindowAttention, dense_attention, force_backend
 
 needs_native = pytest.mark.skipif(_native.library() is None, reason='native kernels unavailable (no AVX2/compiler)')
@@ -89,6 +91,20 @@ def test_native_window_attention_matches_partitioned_path(layer, size):
             assert not m._native_runs(x)
             ref = m(x)
     torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize('hidden, bias', [(384, True), (70, True), (13, False)])
+def test_native_bias_gelu_matches_torch(hidden, bias):
+    """Hidden widths with and without a partial last vector; against torch's erf GELU of the biased fc1."""
+    torch.manual_seed(0)
+    mlp = Mlp(24, hidden, bias=bias).eval()
+    x = 3 * torch.randn(2, 5, 7, 24)
+    with torch.no_grad():
+        assert mlp._native_gelu(x)
+        expected = mlp.fc2(F.gelu(mlp.fc1(x)))
+        torch.testing.assert_close(mlp(x), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mlp(x), expected, atol=0, rtol=0)  # with grad: timm's forward, the same ops
 
 
 def test_native_kernels_can_be_switched_off():

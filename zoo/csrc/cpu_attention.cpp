@@ -6,46 +6,17 @@
 // points: zoo_short_attention_f32 (strided groups, dense attention) and zoo_window_attention_f32 (windows of a
 // token map gathered through an index, so the roll + partition and its inverse are never materialised).
 // Built and loaded by zoo/layers/_native.py; held to the reference path by tests/test_native.py.
-#include <immintrin.h>
 #include <cmath>
 #include <cstdint>
 
+#include "simd.h"
+
 namespace {
+
+using namespace zoo_simd;
 
 constexpr int64_t MAX_KEYS = 256;
 constexpr int64_t MAX_QK_DIM = 64;
-
-// exp(x) of 8 floats: Cody-Waite reduction by ln 2 and Cephes' degree-6 polynomial (about 1 ulp; the same
-// scheme as Cephes expf and PyTorch's vectorised exp).
-inline __m256 exp8(__m256 x) {
-    // clamp so that 2^n stays a normal float: n in [-126, 127]
-    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0296919f)), _mm256_set1_ps(-87.3365447f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
-    const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(pow2n));
-}
-
-inline float reduce_max(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
-}
-
-inline float reduce_sum(__m256 v) {
-    __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-    return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
-}
 
 // In place, for R rows at once: row[r][0:n] = softmax(row[r][0:n] + bias[r][0:n] + mask[r][0:n]) (bias and mask
 // rows optional). The rows go through each step together so their dependency chains (max, exp, sum) overlap;

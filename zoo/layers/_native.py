@@ -27,7 +27,8 @@ import torch
 
 __all__ = ['library', 'int64_array']
 
-_SOURCES = ('cpu_attention.cpp',)
+_SOURCES = ('cpu_attention.cpp', 'cpu_mlp.cpp')
+_HEADERS = ('simd.h',)
 _FLAGS = ('-O3', '-std=c++17', '-mavx2', '-mfma', '-fopenmp', '-fPIC', '-shared')
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p  # pointers go in as addresses (Tensor.data_ptr(); None is NULL)
 _I64P = ctypes.POINTER(ctypes.c_int64)
@@ -38,6 +39,7 @@ _SIGNATURES = (
       _PTR, _I64, _I64P, _PTR, ctypes.c_float, ctypes.c_int]),
     ('zoo_window_attention_f32', ctypes.c_int,
      [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
+    ('zoo_bias_gelu_f32', None, [_PTR, _PTR, _I64, _I64, ctypes.c_int]),
 )
 
 
@@ -63,9 +65,11 @@ def library() -> Optional[ctypes.CDLL]:
     compiler = shutil.which(os.environ.get('CXX', 'c++'))
     if compiler is None:
         return None
-    sources = [Path(__file__).resolve().parents[1] / 'csrc' / name for name in _SOURCES]
+    csrc = Path(__file__).resolve().parents[1] / 'csrc'
+    sources = [csrc / name for name in _SOURCES]
     key = hashlib.sha256()
-    for part in (*[s.read_bytes() for s in sources], ' '.join(_FLAGS).encode(), compiler.encode()):
+    for part in (*[(csrc / f).read_bytes() for f in _SOURCES + _HEADERS], ' '.join(_FLAGS).encode(),
+                 compiler.encode()):
         key.update(part)
     cache = Path(os.environ.get('ZOO_NATIVE_CACHE', Path.home() / '.cache' / 'zoo' / 'native'))
     path = cache / key.hexdigest()[:16] / 'libzoo_cpu.so'
