@@ -107,6 +107,15 @@ def test_native_bias_gelu_matches_torch(hidden, bias):
     torch.testing.assert_close(mlp(x), expected, atol=0, rtol=0)  # with grad: timm's forward, the same ops
 
 
+def test_conv_mlp_keeps_its_own_path():
+    """timm's Mlp with 1x1 convs (PoolFormer) on NCHW maps: not the native pass, which is for linear layers."""
+    mlp = Mlp(8, 32, use_conv=True).eval()
+    x = torch.randn(2, 8, 5, 5)
+    with torch.no_grad():
+        assert not mlp._native_gelu(x)
+        torch.testing.assert_close(mlp(x), mlp.fc2(F.gelu(mlp.fc1(x))))
+
+
 def test_native_kernels_can_be_switched_off():
     """ZOO_NATIVE=0: no library, and the layers run their PyTorch paths."""
     code = ('import torch; from zoo.layers import _native; from zoo.layers.attention import dense_attention; '

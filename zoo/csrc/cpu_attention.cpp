@@ -184,7 +184,10 @@ extern "C" int zoo_short_attention_f32(
             p.q = q + g * q_strides[0] + h * q_strides[1], p.q_row = q_strides[2];
             p.k = k + g * k_strides[0] + h * k_strides[1], p.k_row = k_strides[2];
             p.v = v + g * v_strides[0] + h * v_strides[1], p.v_row = v_strides[2];
-            if (bias) p.bias = bias + (g % bias_period) * bias_strides[0] + h * bias_strides[1], p.bias_row = bias_strides[2];
+            if (bias) {
+                p.bias = bias + (g % bias_period) * bias_strides[0] + h * bias_strides[1];
+                p.bias_row = bias_strides[2];
+            }
             p.out = out + (g * Lq * H + h) * dv, p.out_row = H * dv;
             run(p, Lq, Lk, d, dv, scale);
         }

@@ -14,7 +14,8 @@ using namespace zoo_simd;
 inline __m256 erf8(__m256 x) {
     const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.f));
     const __m256 z = _mm256_andnot_ps(_mm256_set1_ps(-0.f), x);
-    const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, _mm256_set1_ps(1.f)));
+    const __m256 one = _mm256_set1_ps(1.f);
+    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one));
     __m256 poly = _mm256_set1_ps(1.061405429f);
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
     poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(1.421413741f));

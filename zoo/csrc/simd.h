@@ -9,10 +9,11 @@ namespace zoo_simd {
 // by its degree-6 Taylor polynomial (relative error <= 1.3e-7). x is clamped so that 2^n stays a normal float.
 inline __m256 exp8(__m256 x) {
     const __m256 shift = _mm256_set1_ps(12582912.f + 127.f);  // 1.5 * 2^23, with the exponent bias
+    const __m256 log2e_hi = _mm256_set1_ps(1.44269504088896341f), log2e_lo = _mm256_set1_ps(1.925963034e-08f);
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.0f));
-    const __m256 biased = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), shift);
+    const __m256 biased = _mm256_fmadd_ps(x, log2e_hi, shift);
     const __m256 n = _mm256_sub_ps(biased, shift);
-    const __m256 f = _mm256_fmadd_ps(x, _mm256_set1_ps(1.925963034e-08f), _mm256_fmsub_ps(x, _mm256_set1_ps(1.44269504088896341f), n));
+    const __m256 f = _mm256_fmadd_ps(x, log2e_lo, _mm256_fmsub_ps(x, log2e_hi, n));
     __m256 p = _mm256_set1_ps(1.5403530393381608e-4f);
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));

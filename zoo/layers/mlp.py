@@ -32,8 +32,8 @@ class Mlp(_TimmMlp):
         return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
     def _native_gelu(self, x: torch.Tensor) -> bool:
-        return (x.device.type == 'cpu' and x.dtype == self.fc1.weight.dtype == torch.float32
-                and self.act.approximate == 'none' and _native.library() is not None)
+        return (type(self.fc1) is nn.Linear and x.device.type == 'cpu' and self.act.approximate == 'none'
+                and x.dtype == self.fc1.weight.dtype == torch.float32 and _native.library() is not None)
 
 
 class DWConvMlp(nn.Module):

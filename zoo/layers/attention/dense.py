@@ -111,7 +111,8 @@ def _native_shapes(q, k, v, bias=None, scale=None, dropout_p=0.) -> bool:
     256 keys, q/k dim <= 64, value dim a multiple of 8 up to 64, unbroadcast q/k/v with contiguous rows whose
     leading dims (before heads) flatten; not while a graph is captured (the kernel is opaque to tracing)."""
     tensors = (q, k, v) if bias is None else (q, k, v, bias)
-    return (not capturing_graph() and q.device.type == 'cpu' and q.dtype == k.dtype == v.dtype == torch.float32 and dropout_p == 0.
+    return (not capturing_graph() and q.device.type == 'cpu' and q.dtype == k.dtype == v.dtype == torch.float32
+            and dropout_p == 0.
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
             and q.dim() >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape[-2] == v.shape[-2]
             and k.shape[-2] <= 256 and q.shape[-1] == k.shape[-1] <= 64 and v.shape[-1] in range(8, 65, 8)

@@ -206,7 +206,8 @@ class WindowMixer(nn.Module):
                            partition=self.partition)
         # roll + partition (and reverse + roll back) as one row gather each: a single copy instead of two
         order, inverse = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
-        windows = x.reshape(B, Hp * Wp, C).index_select(1, order).view(B, -1, self.window_size[0] * self.window_size[1], C)
+        N = self.window_size[0] * self.window_size[1]
+        windows = x.reshape(B, Hp * Wp, C).index_select(1, order).view(B, -1, N, C)
         out = self.mix(windows, mask)
         x = out.reshape(B, Hp * Wp, -1).index_select(1, inverse).view(B, Hp, Wp, -1)
         return self._crop(x, H, W)
