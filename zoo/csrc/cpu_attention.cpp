@@ -60,15 +60,17 @@ inline void softmax_rows(float *const *row, const float *const *bias, const floa
 
 // One (group, head): row i of q / k / v / out lives at base + row(i) * stride, where row(i) = tokens[i] when a
 // token index is given (gathered windows) and i otherwise. bias and mask rows: base + i * stride (optional).
+// q_bias / k_bias / v_bias (optional): the projection's bias, added to every row as it is read.
 struct Pair {
-    const float *q, *k, *v, *bias, *mask;
+    const float *q, *k, *v, *bias, *mask, *q_bias, *k_bias, *v_bias;
     float *out;
     const int64_t *tokens;
     int64_t q_row, k_row, v_row, out_row, bias_row, mask_row;
     int64_t row(int64_t i) const { return tokens ? tokens[i] : i; }
 };
 
-// k is packed as scale * k^T and v as contiguous rows; scores go in blocks of 4 query rows x 16 keys (8
+// k is packed as scale * k^T, v as contiguous rows and each block of q rows as well (projection biases added on
+// the way); scores go in blocks of 4 query rows x 16 keys (8
 // accumulators, each k^T load feeds 4 FMAs); then the 4 rows' softmax and their value sums two rows at a time
 // (DV = value dim / 8 is a template argument so those accumulators stay in registers).
 template <int DV>
@@ -79,8 +81,12 @@ void attend(const Pair &p, int64_t Lq, int64_t Lk, int64_t d, float scale) {
     alignas(32) float scores[4][MAX_KEYS + 16];
     for (int64_t j = 0; j < Lk; j++) {
         const float *k = p.k + p.row(j) * p.k_row, *v = p.v + p.row(j) * p.v_row;
-        for (int64_t c = 0; c < d; c++) kT[c * padded + j] = k[c] * scale;
-        for (int t = 0; t < DV; t++) _mm256_store_ps(v_packed + (j * DV + t) * 8, _mm256_loadu_ps(v + 8 * t));
+        for (int64_t c = 0; c < d; c++) kT[c * padded + j] = (p.k_bias ? k[c] + p.k_bias[c] : k[c]) * scale;
+        for (int t = 0; t < DV; t++) {
+            __m256 vv = _mm256_loadu_ps(v + 8 * t);
+            if (p.v_bias) vv = _mm256_add_ps(vv, _mm256_loadu_ps(p.v_bias + 8 * t));
+            _mm256_store_ps(v_packed + (j * DV + t) * 8, vv);
+        }
     }
     for (int64_t c = 0; c < d; c++)
         for (int64_t j = Lk; j < padded; j++) kT[c * padded + j] = 0.f;
@@ -89,9 +95,14 @@ void attend(const Pair &p, int64_t Lq, int64_t Lk, int64_t d, float scale) {
         const int rows = Lq - i < 4 ? (int)(Lq - i) : 4;
         const float *q[4], *bias[4], *mask[4];
         float *score_rows[4];
+        alignas(32) float q_block[4][MAX_QK_DIM];
         for (int r = 0; r < 4; r++) {  // rows past Lq repeat the last one: computed, never stored
             const int64_t ir = i + (r < rows ? r : rows - 1);
             q[r] = p.q + p.row(ir) * p.q_row;
+            if (p.q_bias) {
+                for (int64_t c = 0; c < d; c++) q_block[r][c] = q[r][c] + p.q_bias[c];
+                q[r] = q_block[r];
+            }
             bias[r] = p.bias ? p.bias + ir * p.bias_row : nullptr;
             mask[r] = p.mask ? p.mask + ir * p.mask_row : nullptr;
             score_rows[r] = scores[r];
@@ -195,13 +206,15 @@ extern "C" int zoo_short_attention_f32(
     return 0;
 }
 
-// Window self-attention on a token map without partitioning it: qkv (B, T, 3, H, d) contiguous (a fused qkv
-// projection of B maps of T tokens), window w holds the N tokens windows[w * N : (w + 1) * N] of each map (any
-// roll / partition / grid, as an index). bias (optional): (H, N, N), per head; mask (optional): (nW, N, N), per
-// window. out: (B, T, H, d), each token written by the one window that holds it (tokens in no window are left
-// untouched). Returns 0, or 1 for a shape this kernel does not take.
+// Window self-attention on a token map without partitioning it: qkv (B, T, 3, H, d) contiguous, a fused qkv
+// projection of B maps of T tokens (qkv_bias, optional: its (3, H, d) bias, when qkv was computed without it).
+// Window w holds the N tokens windows[w * N : (w + 1) * N] of each map (any roll / partition / grid, as an
+// index). bias (optional): (H, N, N), per head; mask (optional): (nW, N, N), per window. out: (B, T, H, d), each
+// token written by the one window that holds it (tokens in no window are left untouched). Returns 0, or 1 for a
+// shape this kernel does not take.
 extern "C" int zoo_window_attention_f32(
-        const float *qkv, int64_t B, int64_t T, int64_t H, int64_t d, const int64_t *windows, int64_t nW,
+        const float *qkv, const float *qkv_bias, int64_t B, int64_t T, int64_t H, int64_t d, const int64_t *windows,
+        int64_t nW,
         int64_t N, const float *bias, const float *mask, float *out, float scale, int threads) {
     if (unsupported(N, N, d, d)) return 1;
     const int64_t C = H * d;
@@ -213,6 +226,7 @@ extern "C" int zoo_window_attention_f32(
                 p.tokens = windows + w * N;
                 p.q = qkv + b * T * 3 * C + h * d, p.k = p.q + C, p.v = p.q + 2 * C;
                 p.q_row = p.k_row = p.v_row = 3 * C;
+                if (qkv_bias) p.q_bias = qkv_bias + h * d, p.k_bias = p.q_bias + C, p.v_bias = p.q_bias + 2 * C;
                 p.out = out + b * T * C + h * d, p.out_row = C;
                 if (bias) p.bias = bias + h * N * N, p.bias_row = N;
                 if (mask) p.mask = mask + w * N * N, p.mask_row = N;

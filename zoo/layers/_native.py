@@ -38,7 +38,7 @@ _SIGNATURES = (
      [_PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _I64, _I64, _I64P, _I64P, _I64P,
       _PTR, _I64, _I64P, _PTR, ctypes.c_float, ctypes.c_int]),
     ('zoo_window_attention_f32', ctypes.c_int,
-     [_PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
+     [_PTR, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
     ('zoo_bias_gelu_f32', None, [_PTR, _PTR, _I64, _I64, ctypes.c_int]),
 )
 

@@ -252,7 +252,8 @@ class WindowAttention(WindowMixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """With the native kernel, qkv is projected on the map in raster order and the kernel reads each window's
         tokens through the window index and writes each output token back in place: no partitioned copies
-        (both gathers of WindowMixer.forward) and no per-window bias + mask sum."""
+        (both gathers of WindowMixer.forward), no per-window bias + mask sum, and the qkv bias is added as the
+        kernel reads q/k/v instead of being broadcast into the GEMM's output first."""
         if not self._native_runs(x):
             return super().forward(x)
         B, H, W, C = x.shape
@@ -262,11 +263,13 @@ class WindowAttention(WindowMixer):
         mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
                            partition=self.partition)
         order, _ = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
-        qkv = self.qkv(x.reshape(B, Hp * Wp, C))
+        qkv = F.linear(x.reshape(B, Hp * Wp, C), self.qkv.weight)  # its bias is added by the kernel
+        qkv_bias = None if self.qkv.bias is None else self.qkv.bias.data_ptr()
         bias = self.rel_pos() if self.rel_pos is not None else None
         out = qkv.new_empty(B, Hp * Wp, self.num_heads * self.head_dim)
         status = _native.library().zoo_window_attention_f32(
-            qkv.data_ptr(), B, Hp * Wp, self.num_heads, self.head_dim, order.data_ptr(), order.numel() // N, N,
+            qkv.data_ptr(), qkv_bias, B, Hp * Wp, self.num_heads, self.head_dim, order.data_ptr(),
+            order.numel() // N, N,
             None if bias is None else bias.data_ptr(), None if mask is None else mask.data_ptr(), out.data_ptr(),
             self.head_dim ** -0.5, torch.get_num_threads())
         assert status == 0, 'zoo_window_attention_f32 refused a shape _native_runs accepted'
