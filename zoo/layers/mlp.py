@@ -5,10 +5,8 @@ from typing import Optional, Type
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import Mlp as _TimmMlp
 
-from . import _native
 from ._cache import eager_inference
 
 __all__ = ['Mlp', 'DWConvMlp']
@@ -17,23 +15,13 @@ __all__ = ['Mlp', 'DWConvMlp']
 class Mlp(_TimmMlp):
     """timm's Mlp (same arguments and keys) whose inference forward (eval, no grad) applies GELU in place on
     fc1's output: one fewer tensor of the 4x-wide hidden size to allocate and stream through memory (Swin-T's
-    first-stage MLP: 2x faster per batch slice on 2 CPU threads). On CPU float32 with zoo's native kernels, fc1
-    runs without its bias and one pass adds it and applies the (erf) GELU."""
+    first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not eager_inference(self) or type(self.act) is not nn.GELU:
             return super().forward(x)
-        if self._native_gelu(x):  # fc1 as a plain GEMM, then its bias and the GELU in one native pass
-            x, bias = F.linear(x, self.fc1.weight), self.fc1.bias
-            _native.library().zoo_bias_gelu_f32(x.data_ptr(), None if bias is None else bias.data_ptr(),
-                                                x.numel() // x.shape[-1], x.shape[-1], torch.get_num_threads())
-        else:
-            x = torch.ops.aten.gelu_(self.fc1(x), approximate=self.act.approximate)
+        x = torch.ops.aten.gelu_(self.fc1(x), approximate=self.act.approximate)
         return self.drop2(self.fc2(self.norm(self.drop1(x))))
-
-    def _native_gelu(self, x: torch.Tensor) -> bool:
-        return (type(self.fc1) is nn.Linear and x.device.type == 'cpu' and self.act.approximate == 'none'
-                and x.dtype == self.fc1.weight.dtype == torch.float32 and _native.library() is not None)
 
 
 class DWConvMlp(nn.Module):
