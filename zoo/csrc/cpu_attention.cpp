@@ -70,9 +70,9 @@ struct Pair {
 };
 
 // k is packed as scale * k^T, v as contiguous rows and each block of q rows as well (projection biases added on
-// the way); scores go in blocks of 4 query rows x 16 keys (8
-// accumulators, each k^T load feeds 4 FMAs); then the 4 rows' softmax and their value sums two rows at a time
-// (DV = value dim / 8 is a template argument so those accumulators stay in registers).
+// the way); scores go in blocks of 4 query rows x 16 keys (8 accumulators, each k^T load feeds 4 FMAs); then the
+// 4 rows' softmax and their value sums two rows at a time (DV = value dim / 8 is a template argument so those
+// accumulators stay in registers).
 template <int DV>
 void attend(const Pair &p, int64_t Lq, int64_t Lk, int64_t d, float scale) {
     const int64_t padded = (Lk + 7) / 8 * 8;
@@ -214,8 +214,7 @@ extern "C" int zoo_short_attention_f32(
 // shape this kernel does not take.
 extern "C" int zoo_window_attention_f32(
         const float *qkv, const float *qkv_bias, int64_t B, int64_t T, int64_t H, int64_t d, const int64_t *windows,
-        int64_t nW,
-        int64_t N, const float *bias, const float *mask, float *out, float scale, int threads) {
+        int64_t nW, int64_t N, const float *bias, const float *mask, float *out, float scale, int threads) {
     if (unsupported(N, N, d, d)) return 1;
     const int64_t C = H * d;
 #pragma omp parallel for collapse(3) schedule(static) num_threads(threads)

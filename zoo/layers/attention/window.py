@@ -269,9 +269,8 @@ class WindowAttention(WindowMixer):
         out = qkv.new_empty(B, Hp * Wp, self.num_heads * self.head_dim)
         status = _native.library().zoo_window_attention_f32(
             qkv.data_ptr(), qkv_bias, B, Hp * Wp, self.num_heads, self.head_dim, order.data_ptr(),
-            order.numel() // N, N,
-            None if bias is None else bias.data_ptr(), None if mask is None else mask.data_ptr(), out.data_ptr(),
-            self.head_dim ** -0.5, torch.get_num_threads())
+            order.numel() // N, N, None if bias is None else bias.data_ptr(),
+            None if mask is None else mask.data_ptr(), out.data_ptr(), self.head_dim ** -0.5, torch.get_num_threads())
         assert status == 0, 'zoo_window_attention_f32 refused a shape _native_runs accepted'
         return self._crop(self.proj(out).view(B, Hp, Wp, -1), H, W)
 
