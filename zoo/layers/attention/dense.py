@@ -139,11 +139,15 @@ def _native_bias(bias: torch.Tensor, shape) -> Tuple[torch.Tensor, int, int]:
     return bias, period, stride
 
 
-def _native_fast(q, k, v, *args, **kwargs) -> bool:
+def native_is_fast(queries: int, keys: int) -> bool:
     """Where the native kernel beats SDPA and batched GEMMs (float32, 2 threads): from 2x2 windows (6x) through
     7x7 windows (1.3-2x incl. the output transpose it saves) to 196 keys; not for a handful of queries over many
     keys (the per-head key transpose dominates) nor 256 keys of dim 64 (SDPA 1.2x)."""
-    return (_native_shapes(q, k, v, *args, **kwargs) and q.shape[-2] >= 4 and k.shape[-2] <= 196
+    return queries >= 4 and keys <= 196
+
+
+def _native_fast(q, k, v, *args, **kwargs) -> bool:
+    return (_native_shapes(q, k, v, *args, **kwargs) and native_is_fast(q.shape[-2], k.shape[-2])
             and _native.library() is not None)
 
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
-from .dense import dense_attention
+from .dense import dense_attention, native_is_fast
 from .. import _native
 from .._cache import eager_inference, shape_cache
 
@@ -247,7 +247,7 @@ class WindowAttention(WindowMixer):
         N = self.window_size[0] * self.window_size[1]
         return (eager_inference(self) and x.device.type == 'cpu' and x.dtype == torch.float32
                 and dense_attention.forced() in (None, 'native') and self.head_dim in range(8, 65, 8)
-                and 4 <= N <= 196 and _native.library() is not None)
+                and native_is_fast(N, N) and _native.library() is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """With the native kernel, qkv is projected on the map in raster order and the kernel reads each window's
