@@ -53,15 +53,35 @@ def test_conv_bn_trains_as_conv_then_batchnorm():
     assert m._folded.key is None
 
 
-def test_mlp_inference_applies_gelu_in_place_with_the_same_values():
-    from zoo.layers import Mlp
+@pytest.mark.parametrize('channels_last', [True, False])
+def test_pointwise_conv_bn_runs_as_a_gemm_on_channels_last_maps(channels_last):
+    """A 1x1 conv-BN-act in eval: one GEMM over the pixels of a channels-last map (output channels-last too), the
+    conv on NCHW; both give the plain forward's values."""
     torch.manual_seed(0)
-    m = Mlp(8, 32).eval()
+    m = conv_bn(12, 20, 1, act_layer=nn.ReLU).eval()
+    _randomize_bn(m)
+    x = torch.randn(2, 12, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    plain = m(x).detach()
+    with torch.inference_mode():
+        out = m(x)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize('act', ['gelu', 'gelu_tanh'])
+def test_mlp_inference_applies_gelu_in_place_with_the_same_values(act):
+    from zoo.layers import Mlp
+    from zoo.layers.activations import get_act_layer
+    torch.manual_seed(0)
+    m = Mlp(8, 32, act_layer=get_act_layer(act)).eval()
     x = torch.randn(2, 5, 8)
     plain = m(x).detach()
     x_before = x.clone()
     with torch.inference_mode():
-        torch.testing.assert_close(m(x), plain, atol=0, rtol=0)
+        exact = act == 'gelu'  # the same PyTorch op in place; the tanh form runs zoo's kernel
+        torch.testing.assert_close(m(x), plain, atol=0 if exact else 1e-6, rtol=0 if exact else 1e-5)
     assert torch.equal(x, x_before)
 
 

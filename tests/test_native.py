@@ -1,6 +1,7 @@
-"""zoo's native CPU attention kernels (zoo/csrc/cpu_attention.cpp) against the reference path: the dense op's
-'native' backend over strided q/k/v, broadcast biases and every value width it takes, and the fused window path
-of WindowAttention (shifted, padded, grid partitions). Inference only: with autograd the layers never pick them."""
+"""zoo's native CPU kernels against the PyTorch paths: the attention kernels (zoo/csrc/cpu_attention.cpp) as the
+dense op's 'native' backend over strided q/k/v, broadcast biases and every value width it takes, and as the fused
+window path of WindowAttention (shifted, padded, grid partitions); the tanh-form GELU (zoo/csrc/activations.cpp).
+Inference only: with autograd the layers never pick them."""
 import os
 import subprocess
 import sys
@@ -8,7 +9,10 @@ import sys
 import pytest
 import torch
 
+import torch.nn.functional as F
+
 from zoo.layers import _native
+from zoo.layers.activations import GELUTanh, gelu_tanh
 from zoo.layers.attention import GridAttention, WindowAttention, dense_attention, force_backend
 
 needs_native = pytest.mark.skipif(_native.library() is None, reason='native kernels unavailable (no AVX2/compiler)')
@@ -107,6 +111,35 @@ def test_traced_and_flop_counted_models_see_the_pytorch_ops():
     torch.testing.assert_close(traced(x), expected, atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(counted, expected, atol=2e-6, rtol=1e-5)
     assert counter.get_total_flops() > 2 * 2 * 196 * 49 * 32  # the attention products are counted
+
+
+@needs_native
+def test_native_gelu_tanh_matches_torch():
+    """Every float32 regime (tails where 1 + tanh rounds to 0, |x| ~ 0, a length that is not a multiple of 8),
+    out of place and in place, on a channels-last map; within torch's own distance from float64."""
+    x = torch.cat([torch.randn(100_003) * 4, torch.tensor([-1e4, -30., -9., -1e-6, 0., 1e-6, 9., 30., 1e4])])
+    expected = F.gelu(x.double(), approximate='tanh')
+    torch_err = (F.gelu(x, approximate='tanh').double() - expected).abs().max()
+    with torch.inference_mode():
+        out = gelu_tanh(x)
+        assert (out.double() - expected).abs().max() <= 2 * torch_err
+        image = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last)
+        mapped = GELUTanh()(image)
+        assert mapped.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(mapped, F.gelu(image, approximate='tanh'), atol=1e-6, rtol=1e-5)
+        y = image.clone()
+        assert gelu_tanh(y, inplace=True) is y
+        torch.testing.assert_close(y, mapped, atol=0, rtol=0)
+
+
+def test_gelu_tanh_keeps_autograd_and_strided_inputs_on_torch():
+    x = torch.randn(6, 10, requires_grad=True)
+    gelu_tanh(x).sum().backward()
+    expected = torch.autograd.grad(F.gelu(x, approximate='tanh').sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected)
+    with torch.inference_mode():
+        strided = torch.randn(10, 6).t()
+        torch.testing.assert_close(gelu_tanh(strided), F.gelu(strided, approximate='tanh'), atol=0, rtol=0)
 
 
 def test_native_kernels_can_be_switched_off():

@@ -27,7 +27,7 @@ import torch
 
 __all__ = ['library', 'int64_array']
 
-_SOURCES = ('cpu_attention.cpp',)
+_SOURCES = ('cpu_attention.cpp', 'activations.cpp')
 _HEADERS = ('simd.h',)
 _FLAGS = ('-O3', '-std=c++17', '-mavx2', '-mfma', '-fopenmp', '-fPIC', '-shared')
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p  # pointers go in as addresses (Tensor.data_ptr(); None is NULL)
@@ -39,6 +39,7 @@ _SIGNATURES = (
       _PTR, _I64, _I64P, _PTR, ctypes.c_float, ctypes.c_int]),
     ('zoo_window_attention_f32', ctypes.c_int,
      [_PTR, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
+    ('zoo_gelu_tanh_f32', ctypes.c_int, [_PTR, _PTR, _I64, ctypes.c_int]),
 )
 
 

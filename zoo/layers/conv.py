@@ -11,7 +11,27 @@ from timm.layers import ConvNormAct
 
 from ._cache import DerivedTensors, eager_inference
 
-__all__ = ['conv_bn', 'ConvBn', 'ConvStem', 'ConvBnMlp', 'with_identity_tap']
+__all__ = ['conv_bn', 'ConvBn', 'ConvStem', 'ConvBnMlp', 'with_identity_tap', 'is_pointwise', 'pointwise_conv2d']
+
+
+def is_pointwise(conv: nn.Conv2d) -> bool:
+    """A 1x1, stride-1, ungrouped, unpadded conv: a per-pixel linear map over channels."""
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+            and conv.padding in ((0, 0), 'valid', 'same') and conv.dilation == (1, 1))
+
+
+def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """conv2d(x, weight, bias) for a pointwise (O, C, 1, 1) kernel. On a channels-last map it is one GEMM over the
+    (B*H*W, C) pixel rows, returned channels-last: SHViT-S4 runs 1.12x faster (batch 8, 2 CPU threads) than with
+    oneDNN's conv; the same sums, float32 rounding aside. Shape-dependent: PoolFormer's 1x1-conv MLP ran 0.93x
+    this way, so it is used only where measured (ConvBn)."""
+    if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        return F.conv2d(x, weight, bias)
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+    weight = weight.reshape(weight.shape[0], c).t()
+    out = torch.addmm(bias, rows, weight) if bias is not None else rows @ weight
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def with_identity_tap(weight: torch.Tensor) -> torch.Tensor:
@@ -55,7 +75,10 @@ class ConvBn(ConvNormAct):
         conv, bn = self.conv, self.bn
         weight, bias = self._folded.get(self._fold, conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
                                         bn.running_var)
-        x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        if is_pointwise(conv):
+            x = pointwise_conv2d(x, weight, bias)
+        else:
+            x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return self.bn.act(self.bn.drop(x))
 
 

@@ -16,11 +16,13 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, SEModule, create_conv2d, create_pool2d, get_norm_act_layer, make_divisible
 
+from .activations import get_act_layer
+
 __all__ = ['MBConv', 'MBConvStem']
 
 
 def _bn_act(act_layer: Union[str, type], eps: float):
-    return partial(get_norm_act_layer('batchnorm2d', act_layer), eps=eps)
+    return partial(get_norm_act_layer('batchnorm2d', get_act_layer(act_layer)), eps=eps)
 
 
 class MBConv(nn.Module):

@@ -13,10 +13,11 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm2d, NormMlpClassifierHead, get_act_layer, to_2tuple
+from timm.layers import LayerNorm2d, NormMlpClassifierHead, to_2tuple
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
+from ..layers.activations import get_act_layer
 from ..layers.attention.window import GridAttention, WindowAttention
 from ..layers.mbconv import MBConv, MBConvStem
 from ..layers.metaformer import MetaFormerBlock
