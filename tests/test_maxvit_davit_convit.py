@@ -53,9 +53,12 @@ def authors_layout(name, sd):
 @torch.no_grad()
 def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     """The same function as timm's model: equal to 1e-9 in float64. In float32 the logits may differ from timm's
-    float64 ones by 1e-4, or by twice timm's own float32 error where that is larger: deep random-init models
-    amplify rounding (MaxViT-B: timm's own fused and unfused attention differ by 2.7e-4, its float32 logits from
-    its float64 ones by 1.9e-4), so kernel choice alone moves them past a fixed 1e-4."""
+    float64 ones by 1e-4, or by 4x timm's own float32 error where that is larger: deep random-init models
+    amplify rounding (MaxViT-B's residual stream reaches |x| ~ 3000 before the final LayerNorm: timm's own fused
+    and unfused attention differ by 2.7e-4, its float32 logits from its float64 ones by 1.9-2.0e-4), so kernel
+    choice alone moves them past a fixed 1e-4. The spread is chaotic, not a precision ranking: three GELU-tanh
+    kernels, each within PyTorch's own error of float64, put zoo's MaxViT-B at 1.5-5.3e-4 depending on the form
+    and the thread count (up to 2.9x timm's). The kernels' own precision is held by tests/test_native.py."""
     timm_name, size = TIMM_TWINS[name]
     torch.manual_seed(0)
     ref = timm.create_model(timm_name).eval()
@@ -63,7 +66,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     x = torch.randn(1, 3, size, size)
     expected32 = ref(x).double()
     expected = ref.double()(x.double())
-    bar = max(1e-4, 2 * (expected32 - expected).abs().max().item())
+    bar = max(1e-4, 4 * (expected32 - expected).abs().max().item())
     del ref
     # timm's layout through the family's checkpoint filter, strict
     model = timm.create_model(name).eval()
