@@ -14,9 +14,9 @@ __all__ = ['Mlp', 'DWConvMlp']
 
 
 class Mlp(_TimmMlp):
-    """timm's Mlp (same arguments and keys) whose inference forward (eval, no grad) applies the activation in
-    place on fc1's output (`apply_inplace`): one fewer tensor of the 4x-wide hidden size to allocate and stream through memory (Swin-T's
-    first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
+    """timm's Mlp (same arguments and keys) whose inference forward (eval, no grad) applies the activation in place
+    on fc1's output (`apply_inplace`): one fewer tensor of the 4x-wide hidden size to allocate and stream through
+    memory (Swin-T's first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not eager_inference(self):
