@@ -3,7 +3,10 @@ with every spatial token as a feature dimension, so global context mixes at a co
 
 It is dense attention on transposed tensors: the released DaViT weights use keys as the queries of the
 channel attention and queries as its values, i.e. for one head with q, k, v of shape (N, d):
-    out = (softmax(scale * k^T v) @ q^T)^T,  scale = d ** -0.5.
+    out = (softmax(scale * k^T v) @ q^T)^T = q @ softmax(scale * k^T v)^T,  scale = d ** -0.5.
+The second form is what runs: two plain matmuls, the output in token-major (N, d) rows, so merging heads for
+the projection copies d-float rows instead of transposing (N x d) blocks (the attention itself is a d x d
+matrix, so no fused attention kernel applies: SDPA's take head dims up to 256, here the "head dim" is N).
 """
 from __future__ import annotations
 
@@ -11,8 +14,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-
-from .dense import dense_attention
 
 __all__ = ['channel_attention', 'ChannelAttention']
 
@@ -22,8 +23,8 @@ def channel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 
     scale defaults to d ** -0.5 (the head width, not the token count)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    out = dense_attention(k.transpose(-2, -1), v.transpose(-2, -1), q.transpose(-2, -1), scale=scale)
-    return out.transpose(-2, -1)
+    attn = torch.softmax(scale * (k.transpose(-2, -1) @ v), dim=-1)
+    return q @ attn.transpose(-2, -1)
 
 
 class ChannelAttention(nn.Module):
@@ -41,5 +42,5 @@ class ChannelAttention(nn.Module):
         shape = x.shape
         B, C = shape[0], shape[-1]
         q, k, v = self.qkv(x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        x = channel_attention(q, k, v).transpose(1, 2).reshape(shape)
+        x = channel_attention(q, k, v).transpose(1, 2).reshape(shape)  # a copy with dense rows: proj runs one GEMM
         return self.proj_drop(self.proj(x))
