@@ -123,3 +123,15 @@ def test_residual_depthwise_conv_bn_and_cpe_fold_the_identity_in_eval():
         assert y.is_contiguous()
         cpe.proj.weight.mul_(2)  # the folded kernel follows in-place changes
         torch.testing.assert_close(cpe(x), x + cpe.proj(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+def test_weight_derived_caches_work_for_modules_built_under_inference_mode():
+    """Parameters created in inference mode have no version counter: the fold is rebuilt per call instead."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        m = conv_bn(8, 16, 3, act_layer=nn.ReLU).eval()
+        x = torch.randn(2, 8, 9, 7)
+        expected = torch.relu(m.bn(m.conv(x)))
+        torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
+        m.conv.weight.mul_(2)  # unseen by a version counter
+        torch.testing.assert_close(m(x), torch.relu(m.bn(m.conv(x))), atol=1e-5, rtol=1e-5)

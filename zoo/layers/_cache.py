@@ -42,13 +42,17 @@ def eager_inference(module: Optional[torch.nn.Module] = None) -> bool:
 class DerivedTensors:
     """Tensors computed from some source tensors (a conv weight with its BatchNorm folded in, say), rebuilt when a
     source is replaced or changed in place (load_state_dict, an optimizer step, .to()): keyed on each source's
-    storage pointer and version counter. Holds no callable, so the module that owns it still pickles."""
+    storage pointer and version counter. Holds no callable, so the module that owns it still pickles. Sources
+    created under torch.inference_mode have no version counter (and may change in place unseen): the value is
+    rebuilt on every call for those."""
 
     def __init__(self):
         self.key: Optional[tuple] = None
         self.value: Any = None
 
     def get(self, build: Callable[[], Any], *sources: Optional[torch.Tensor]) -> Any:
+        if any(t is not None and t.is_inference() for t in sources):
+            return build()
         key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
         if key != self.key:
             self.value, self.key = build(), key
