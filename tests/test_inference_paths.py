@@ -135,3 +135,16 @@ def test_weight_derived_caches_work_for_modules_built_under_inference_mode():
         torch.testing.assert_close(m(x), expected, atol=1e-5, rtol=1e-5)
         m.conv.weight.mul_(2)  # unseen by a version counter
         torch.testing.assert_close(m(x), torch.relu(m.bn(m.conv(x))), atol=1e-5, rtol=1e-5)
+
+
+def test_focal_modulation_pads_its_input_projection_at_inference():
+    from zoo.layers.focal_modulation import FocalModulation
+    torch.manual_seed(0)
+    m = FocalModulation(16, focal_level=2).eval()  # f: 16 -> 35 outputs, padded to 40 at inference
+    x = torch.randn(2, 5, 7, 16)
+    plain = m(x).detach()
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), plain, atol=1e-6, rtol=1e-6)
+        assert m._f_padded.value[0].shape == (40, 16)
+        m.f.weight.mul_(2)  # the padded copy follows in-place changes
+        torch.testing.assert_close(m(x), m.train()(x), atol=1e-6, rtol=1e-6)

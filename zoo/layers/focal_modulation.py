@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._cache import eager_inference
+from ._cache import DerivedTensors, eager_inference
 
 __all__ = ['focal_modulation', 'FocalModulation']
 
@@ -67,9 +67,26 @@ class FocalModulation(nn.Module):
         self.norm = norm_layer(dim) if norm_layer else nn.Identity()
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self._f_padded = DerivedTensors()
+
+    def _project_in(self, x: torch.Tensor) -> torch.Tensor:
+        """self.f(x). At eager inference f's 2 dim + L + 1 outputs are padded with zero rows to a multiple of 8:
+        MKL's sgemm runs 1.3-1.45x faster at the padded width (FocalNet-T's four stage shapes, 2 threads); the
+        result is a view of the padded output, which the split below only slices."""
+        width = self.f.out_features
+        if width % 8 == 0 or not eager_inference(self):
+            return self.f(x)
+
+        def pad():
+            rows = -width % 8
+            bias = self.f.bias if self.f.bias is not None else self.f.weight.new_zeros(width)
+            return F.pad(self.f.weight, (0, 0, 0, rows)), F.pad(bias, (0, rows))
+
+        weight, bias = self._f_padded.get(pad, self.f.weight, self.f.bias)
+        return F.linear(x, weight, bias)[..., :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, ctx, gates = self.f(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
+        q, ctx, gates = self._project_in(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
         x = focal_modulation(q, ctx, gates, self.focal_layers, self.h, self.normalize_modulator)
         return self.proj_drop(self.proj(self.norm(x)))
 
