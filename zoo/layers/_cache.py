@@ -51,9 +51,10 @@ class DerivedTensors:
         self.value: Any = None
 
     def get(self, build: Callable[[], Any], *sources: Optional[torch.Tensor]) -> Any:
-        if any(t is not None and t.is_inference() for t in sources):
+        try:
+            key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
+        except RuntimeError:  # an inference tensor: no version counter
             return build()
-        key = tuple((t.data_ptr(), t._version) if t is not None else None for t in sources)
         if key != self.key:
             self.value, self.key = build(), key
         return self.value
