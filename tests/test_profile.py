@@ -213,3 +213,19 @@ def test_fault_free_environment_is_set_for_the_block_only(monkeypatch):
     with _environment(FAULT_FREE_MALLOC):
         assert all(os.environ[k] == v for k, v in FAULT_FREE_MALLOC.items())
     assert os.environ['MALLOC_TOP_PAD_'] == '7' and 'MALLOC_MMAP_THRESHOLD_' not in os.environ
+
+
+def test_vs_timm_pools_the_rounds_of_several_runs():
+    from zoo.profile.vs_timm import format_pooled, pool_reports
+
+    def run(ratios, failed=False):
+        rows = [{'zoo': 'zoo_a', 'timm': 'a', 'zoo_img_s': 2., 'timm_img_s': 1., 'ratio': sorted(ratios)[1],
+                 'ratio_rounds': ratios}]
+        return {'results': rows + [{'zoo': 'zoo_b', 'timm': 'b', 'error': 'x'}] if failed else rows}
+
+    rows = pool_reports([run([1.0, 1.1, 1.2]), run([1.3, 1.4, 1.5], failed=True)])
+    assert len(rows) == 1 and rows[0]['run_ratios'] == [1.1, 1.4]  # the failed pair has no row
+    assert rows[0]['ratio'] == pytest.approx(1.25)  # the median of all six rounds, not of the two run medians
+    assert rows[0]['ratio_iqr'] == pytest.approx([1.1 + 0.25 * 0.1, 1.4 - 0.25 * 0.1])
+    table = format_pooled(rows)
+    assert '| zoo_a | a | 2.0 / 2.0 | 1.0 / 1.0 | 1.10x | 1.40x | **1.25x** (' in table and '6 rounds) |' in table

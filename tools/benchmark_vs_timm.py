@@ -4,6 +4,7 @@
     python tools/benchmark_vs_timm.py                          # every registered pair, CPU, batch 8, 224
     python tools/benchmark_vs_timm.py zoo_swin_tiny --threads 2 --batch-size 8 --json out/vs_timm.json
     python tools/benchmark_vs_timm.py --headline --device cuda --amp bf16 --batch-size 64
+    python tools/benchmark_vs_timm.py --pool a.json b.json c.json    # several runs' --json, rounds pooled
 
 For each pair, timm's state_dict is loaded into the zoo model through the zoo checkpoint filter and the
 logits must agree within --atol before anything is timed. The ratio is timm's time / zoo's time (> 1: zoo
@@ -11,6 +12,7 @@ is faster): the median over rounds that alternate zoo/timm (ABBA), each round's 
 """
 import argparse
 import fnmatch
+import json
 import sys
 from pathlib import Path
 
@@ -18,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402,F401
 from zoo.profile import BenchOptions, add_bench_arguments, dump_json  # noqa: E402
-from zoo.profile.vs_timm import HEADLINE, TIMM_EQUIVALENTS, compare, format_compare, timm_equivalents  # noqa: E402
+from zoo.profile.vs_timm import (  # noqa: E402
+    HEADLINE, TIMM_EQUIVALENTS, compare, format_compare, format_pooled, pool_reports, timm_equivalents)
 
 
 def main(argv=None):
@@ -35,7 +38,14 @@ def main(argv=None):
                    help="glibc heap that keeps freed memory in both processes: no page faults, compute alone")
     p.add_argument('--json', default=None)
     p.add_argument('--list', action='store_true', help='print the zoo -> timm mapping and exit')
+    p.add_argument('--pool', nargs='+', metavar='JSON', default=None,
+                   help="time nothing: pool the per-round ratios of earlier runs' --json reports into one table")
     args = p.parse_args(argv)
+
+    if args.pool:
+        rows = pool_reports([json.loads(Path(f).read_text()) for f in args.pool])
+        print(format_pooled(rows))
+        return rows
 
     pairs = timm_equivalents(registered_only=True)
     if args.list:

@@ -21,7 +21,7 @@ import os
 import statistics
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 from unittest import mock
 
 import torch
@@ -261,6 +261,39 @@ def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Op
                                                       rounds=rounds, iters_per_round=iters_per_round, atol=atol,
                                                       fault_free=fault_free),
             'results': rows}
+
+
+def pool_reports(reports: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Several runs' reports (`compare`'s, e.g. read back from --json) -> one row per pair: each run's img/s and
+    ratio, and the median / quartiles of all their per-round ratios together. A single run's ratio moves with the
+    machine's drift; pooled rounds from runs at different times are the steadier figure."""
+    rows: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for report in reports:
+        for r in report['results']:
+            if 'ratio' not in r:
+                continue
+            row = rows.setdefault((r['zoo'], r['timm']), {'zoo': r['zoo'], 'timm': r['timm'], 'zoo_img_s': [],
+                                                          'timm_img_s': [], 'run_ratios': [], 'ratio_rounds': []})
+            row['zoo_img_s'].append(r['zoo_img_s'])
+            row['timm_img_s'].append(r['timm_img_s'])
+            row['run_ratios'].append(r['ratio'])
+            row['ratio_rounds'] += r['ratio_rounds']
+    for row in rows.values():
+        row['ratio'], row['ratio_iqr'] = statistics.median(row['ratio_rounds']), _quartiles(row['ratio_rounds'])
+    return list(rows.values())
+
+
+def format_pooled(rows: List[Dict[str, Any]]) -> str:
+    runs = max(len(r['run_ratios']) for r in rows)
+    lines = ['| zoo | timm | zoo img/s | timm img/s | ' + ' | '.join(f'run {i + 1}' for i in range(runs))
+             + ' | pooled: median of all rounds (IQR) |', '|---|---|---|---|' + '---|' * (runs + 1)]
+    for r in rows:
+        cells = [f'{v:.2f}x' for v in r['run_ratios']] + ['-'] * (runs - len(r['run_ratios']))
+        lo, hi = r['ratio_iqr']
+        lines.append(f'| {r["zoo"]} | {r["timm"]} | {" / ".join(f"{v:.1f}" for v in r["zoo_img_s"])} | '
+                     f'{" / ".join(f"{v:.1f}" for v in r["timm_img_s"])} | {" | ".join(cells)} | '
+                     f'**{r["ratio"]:.2f}x** ({lo:.2f}-{hi:.2f}, {len(r["ratio_rounds"])} rounds) |')
+    return '\n'.join(lines)
 
 
 def format_compare(report: Dict[str, Any]) -> str:
