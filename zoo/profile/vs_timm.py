@@ -284,9 +284,10 @@ def pool_reports(reports: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def format_pooled(rows: List[Dict[str, Any]]) -> str:
-    runs = max(len(r['run_ratios']) for r in rows)
-    lines = ['| zoo | timm | zoo img/s | timm img/s | ' + ' | '.join(f'run {i + 1}' for i in range(runs))
-             + ' | pooled: median of all rounds (IQR) |', '|---|---|---|---|' + '---|' * (runs + 1)]
+    runs = max((len(r['run_ratios']) for r in rows), default=0)  # no timed pair: the header alone
+    header = ['zoo', 'timm', 'zoo img/s', 'timm img/s', *(f'run {i + 1}' for i in range(runs)),
+              'pooled: median of all rounds (IQR)']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:
         cells = [f'{v:.2f}x' for v in r['run_ratios']] + ['-'] * (runs - len(r['run_ratios']))
         lo, hi = r['ratio_iqr']

@@ -67,7 +67,7 @@ def _dense_sdpa(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[fl
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 
-# Self-attention within short sequences (7x7 windows and grids, DaViT's channel groups) on CPU: batched GEMMs
+# Self-attention within short sequences (7x7 windows and grids) on CPU: batched GEMMs
 # beat SDPA's fused kernel, whose 32 x 512 query/key blocks fit them badly (float32, 2 threads: 1.55x at 49
 # tokens, 1.3x at 100, 1.13x at 144, 0.87x at 196). Other shapes measured slower with bmm: HiLo's 2x2
 # windows, BiFormer's gathered keys.
