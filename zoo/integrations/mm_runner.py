@@ -6,13 +6,16 @@
     python tools/test_det.py CONFIG CHECKPOINT [...]
 
 --cpu applies `mm_config.to_cpu` (SyncBN -> BN, no AMP); --toy points the config at the toy data
-(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present.
+(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present. Checkpoint files
+(--resume FILE, test CHECKPOINT, the backbone's `pretrained`) are checked before anything is built; a broken or
+unsafe one is one line `error: ...` and exit status 2 (zoo.models._load).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import os.path as osp
+import sys
 from typing import Optional, Sequence
 
 from . import mm_config
@@ -84,10 +87,10 @@ def load_config(args: argparse.Namespace):
 def check_checkpoints(cfg) -> None:
     """The checkpoint files the config names (load_from / resume file, the backbone's `pretrained`), checked
     before anything is built: zoo.models._load's one error for a missing, broken, foreign or unsafe file."""
-    from ..models._load import check_checkpoint_file, is_url
+    from ..models._load import check_checkpoint_file
     pretrained = cfg.model.get('backbone', {}).get('pretrained')
     for path in (cfg.get('load_from'), pretrained if isinstance(pretrained, str) else None):
-        if path and not is_url(path) and '://' not in path:
+        if path and '://' not in path:   # URLs and mmengine's model-zoo names are read (safely) when used
             check_checkpoint_file(path)
 
 
@@ -110,7 +113,6 @@ def run(mode: str, task: str, argv: Optional[Sequence[str]] = None):
 
 def main(mode: str, task: str, argv: Optional[Sequence[str]] = None) -> int:
     """`run` for the tools: a bad checkpoint file is one line `error: ...` and exit status 2."""
-    import sys
     from ..models._load import CheckpointFileError
     try:
         run(mode, task, argv)

@@ -22,7 +22,7 @@ import pickle
 import re
 import struct
 import zipfile
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List
 
 import numpy as np
 import torch
@@ -52,7 +52,10 @@ class CheckpointFileError(ValueError):
 def _history_buffer_method(obj: Any, name: str) -> Any:
     """`getattr` as mmengine checkpoints use it: HistoryBuffer pickles its statistics methods (min, max, current,
     mean) as getattr(HistoryBuffer, name). Anything else is refused: builtins.getattr is not allowed in general."""
-    from mmengine.logging.history_buffer import HistoryBuffer
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+    except ImportError:
+        raise pickle.UnpicklingError('the checkpoint needs mmengine installed (HistoryBuffer)') from None
     if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
         return getattr(obj, name)
     raise pickle.UnpicklingError(f'refused getattr({obj!r}, {name!r}): only HistoryBuffer statistics methods')
@@ -96,8 +99,9 @@ def _download(url: str) -> str:
 
 
 def _refused(path: str, names: List[str]) -> CheckpointFileError:
+    plural = 's' if len(names) > 1 else ''
     return CheckpointFileError(
-        f'checkpoint {path}: refused to unpickle {", ".join(sorted(names))} (not allowed global{"s" * (len(names) > 1)}): '
+        f'checkpoint {path}: refused to unpickle {", ".join(sorted(names))} (not allowed global{plural}): '
         f'zoo reads checkpoints with torch.load(weights_only=True), allowing only the globals of mmengine training '
         f'checkpoints; re-save the weights alone (torch.save(model.state_dict(), ...)) or as .safetensors')
 
