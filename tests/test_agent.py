@@ -49,7 +49,7 @@ def _fixture_model(name, fixture, **kwargs):
 
 @torch.no_grad()
 def test_agent_swin_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'agent_swin_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'agent_swin_tiny_cfg.pth', weights_only=True)
     model = _fixture_model('zoo_agent_swin_base', 'agent_swin_tiny_cfg.pth')  # AAMB2, as the fixture
     diff = (model(fx['input'].float() / 32) - fx['output']).abs().max().item()
     assert diff <= 1e-4, diff
@@ -57,7 +57,7 @@ def test_agent_swin_matches_authors_fixture():
 
 @torch.no_grad()
 def test_agent_pvt_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'agent_pvt_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'agent_pvt_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'agent_pvt_tiny_cfg.pth')
     model = timm.create_model('zoo_agent_pvt_tiny', pretrained=True,
                               pretrained_cfg_overlay=dict(file=path, num_classes=10), **PVT_TINY).eval()
@@ -72,7 +72,7 @@ def test_agent_pvt_matches_authors_fixture():
 
 @torch.no_grad()
 def test_agent_deit_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'agent_deit_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'agent_deit_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'agent_deit_tiny_cfg.pth')
     kwargs = dict(num_classes=10, embed_dim=32, depth=4, num_heads=2, img_size=64, agent_num=(9, 9, 4, 4), agent_blocks=3)
     model = timm.create_model('zoo_agent_deit_base', pretrained=True,  # agent blocks then plain ones, as the fixture
@@ -90,7 +90,7 @@ def test_agent_deit_matches_authors_fixture():
 @torch.no_grad()
 def test_checkpoint_resampled_for_another_size():
     """A 224 checkpoint loads strictly into a model built for 288: the row/column agent terms are resampled."""
-    fx = torch.load(FIXTURES / 'agent_swin_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'agent_swin_tiny_cfg.pth', weights_only=True)
     model = _fixture_model('zoo_agent_swin_base', 'agent_swin_tiny_cfg.pth', img_size=288)
     key = 'layers.0.blocks.0.attn.ah_bias'
     theirs = fx['model'][key]

@@ -36,7 +36,7 @@ TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=16, num_c
 
 @pytest.fixture(scope='module')
 def official():
-    return torch.load(FIXTURE)
+    return torch.load(FIXTURE, weights_only=True)
 
 
 def _load(tmp_path, checkpoint):

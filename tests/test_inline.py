@@ -41,7 +41,7 @@ TINY = dict(num_classes=10, embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2
 
 @torch.no_grad()
 def test_inline_swin_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'inline_swin_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'inline_swin_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'inline_swin_tiny_cfg.pth')
     model = timm.create_model('zoo_inline_swin_base', pretrained=True,  # IIMS2, as the fixture
                               pretrained_cfg_overlay=dict(file=path, num_classes=10), **TINY).eval()
@@ -51,7 +51,7 @@ def test_inline_swin_matches_authors_fixture():
 
 @torch.no_grad()
 def test_inline_pvt_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'inline_pvt_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'inline_pvt_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'inline_pvt_tiny_cfg.pth')
     model = timm.create_model('zoo_inline_pvt_tiny', pretrained=True,
                               pretrained_cfg_overlay=dict(file=path, num_classes=10), **PVT_TINY).eval()
@@ -61,7 +61,7 @@ def test_inline_pvt_matches_authors_fixture():
 
 @torch.no_grad()
 def test_inline_deit_matches_authors_fixture():
-    fx = torch.load(FIXTURES / 'inline_deit_tiny_cfg.pth')
+    fx = torch.load(FIXTURES / 'inline_deit_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'inline_deit_tiny_cfg.pth')
     model = timm.create_model('zoo_inline_deit_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path, num_classes=10),
                               num_classes=10, embed_dim=32, depth=4, num_heads=2, img_size=64).eval()

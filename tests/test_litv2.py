@@ -46,20 +46,20 @@ TINY = dict(embed_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), num_classe
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp('litv2') / 'litv2_official.pth'
-    torch.save(torch.load(FIXTURE)['checkpoint'], path)
+    torch.save(torch.load(FIXTURE, weights_only=True)['checkpoint'], path)
     return timm.create_model('zoo_litv2_small', pretrained=True,
                              pretrained_cfg_overlay=dict(file=str(path), num_classes=10), **TINY).eval()
 
 
 @torch.no_grad()
 def test_matches_official_classification_model(model):
-    fx = torch.load(FIXTURE)
+    fx = torch.load(FIXTURE, weights_only=True)
     assert (model(fx['input_128x128']) - fx['output_128x128']).abs().max() <= 1e-4
 
 
 @torch.no_grad()
 def test_matches_official_detection_backbone_with_padding(model):
-    fx = torch.load(FIXTURE)
+    fx = torch.load(FIXTURE, weights_only=True)
     feats = model.forward_intermediates(fx['input_80x112'], indices=[0, 1, 2], intermediates_only=True)
     for i, f in enumerate(feats):
         assert (f - fx[f'stage{i}_80x112']).abs().max() <= 1e-4, i

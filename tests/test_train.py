@@ -232,7 +232,7 @@ def test_amp_and_memory_options_train(few_digits, tmp_path, capsys):
 def test_validate_errors(few_digits, tmp_path, capsys):
     main = tool_main('validate.py')
     assert main(['--checkpoint', str(tmp_path / 'none.pth'), '--data-dir', str(few_digits)]) == 2
-    assert capsys.readouterr().err.strip() == f'error: checkpoint not found: {tmp_path / "none.pth"}'
+    assert capsys.readouterr().err.strip() == f'error: checkpoint {tmp_path / "none.pth"} does not exist'
     assert main(['--model', 'nope_model', '--data-dir', str(few_digits)]) == 2
     assert capsys.readouterr().err.strip().startswith("error: unknown model 'nope_model'")
     assert main(['--model', 'zoo_swin_tiny', '--data-dir', str(few_digits)]) == 2   # 1000-class head, 10 folders

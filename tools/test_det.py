@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
-from zoo.integrations.mm_runner import run  # noqa: E402
+from zoo.integrations.mm_runner import main  # noqa: E402
 
 if __name__ == '__main__':
-    run('test', 'det')
+    sys.exit(main('test', 'det'))

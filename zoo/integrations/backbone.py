@@ -18,11 +18,12 @@ out_indices, so the authors' detection/segmentation checkpoints (`backbone.norm{
 Checkpoints (`pretrained=`): True loads the model's default pretrained cfg through timm (family filter +
 strict fit); a path or URL may be an ImageNet checkpoint (classifier and final norm are dropped) or a
 detection/segmentation checkpoint whose `backbone.` part is taken (strict on every backbone key: the
-family's `checkpoint_filter_fn`, then the output norms, then an exact key/shape match).
+family's `checkpoint_filter_fn`, then the output norms, then an exact key/shape match). Files (.pth or
+.safetensors) and URLs are read by `zoo.models._load` (weights_only, no unsafe unpickling, one clear error for a
+bad file).
 """
 from __future__ import annotations
 
-import logging
 import math
 import re
 import sys
@@ -35,11 +36,11 @@ from timm.layers import LayerNorm2d
 from timm.models import group_parameters
 from timm.models._features import FeatureGetterNet
 
-from ..models._convert import CheckpointMismatchError, check_fit, unwrap
+from ..models._convert import CheckpointMismatchError, check_fit
+from ..models._load import read_state_dict
 
-__all__ = ['ZooBackbone', 'SimpleFeaturePyramid', 'load_backbone_state', 'read_checkpoint']
+__all__ = ['ZooBackbone', 'SimpleFeaturePyramid', 'load_backbone_state']
 
-_logger = logging.getLogger(__name__)
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 _OUT_NORM_KEY = re.compile(r'^norm(\d+)\.')
 
@@ -78,19 +79,6 @@ class SimpleFeaturePyramid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
         return [level(x) for level in self.levels]
-
-
-def read_checkpoint(path_or_url: str) -> Dict[str, torch.Tensor]:
-    """The state dict in a local file or URL (torch.hub cache), unwrapped from {'model'|'state_dict': ...}."""
-    if re.match(r'^https?://', path_or_url):
-        ckpt = torch.hub.load_state_dict_from_url(path_or_url, map_location='cpu', check_hash=False)
-    else:
-        try:
-            ckpt = torch.load(path_or_url, map_location='cpu', weights_only=True)
-        except Exception:  # training checkpoints of mmdet/mmseg carry a pickled `meta`
-            _logger.warning('%s is not a plain weights file; loading it with weights_only=False', path_or_url)
-            ckpt = torch.load(path_or_url, map_location='cpu', weights_only=False)
-    return unwrap(ckpt)
 
 
 def _family_filter(model_name: str):
@@ -186,6 +174,8 @@ class ZooBackbone(nn.Module):
                 raise ValueError("ZooBackbone takes `pretrained=`; init_cfg may only be "
                                  "dict(type='Pretrained', checkpoint=...) when pretrained is unset")
             pretrained = init_cfg['checkpoint']
+        # a bad checkpoint file fails here, before the model is built
+        state_dict = read_state_dict(pretrained) if pretrained and pretrained is not True else None
         self.model_name = model_name
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -223,8 +213,8 @@ class ZooBackbone(nn.Module):
                 self.out_norm_names.append(f'norm{i}')
         if with_cp:
             self.body.model.set_grad_checkpointing(True)
-        if pretrained and pretrained is not True:
-            load_backbone_state(self, read_checkpoint(pretrained))
+        if state_dict is not None:
+            load_backbone_state(self, state_dict)
         self._freeze()
 
     @staticmethod

@@ -13,15 +13,25 @@ no per-model key lists:
 - `layer_decay_rate=None`: a float applies layer-wise lr decay inside each ZooBackbone from the model's
   `group_matcher` (the neck and heads keep lr_mult 1).
 Explicit `custom_keys` still apply first; the zoo rules are applied on top of the groups they produce.
+
+It also makes mmengine read checkpoints through `zoo.models._load` (`load_from`, `resume`, init_cfg
+'Pretrained'): mmengine 0.10.7 calls a bare `torch.load` for local files (safe only by torch's default, which
+TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off, and then unable to read mmengine's own checkpoints) and
+`torch.hub.load_state_dict_from_url`, which unpickles anything by default, for URLs, torchvision:// and
+open-mmlab:// names. zoo's reader allows exactly the globals mmengine's own training checkpoints hold and gives
+one clear error for a bad file.
 """
 from __future__ import annotations
 
 from typing import Dict, List
 
+import mmengine.runner.checkpoint as mm_checkpoint
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.runner import CheckpointLoader
 
+from ..models._load import read_checkpoint_file
 from .backbone import ZooBackbone
 
 __all__ = ['ZooBackbone', 'ZooOptimWrapperConstructor', 'REGISTERED_IN']
@@ -46,6 +56,22 @@ except ImportError:
 
 if not REGISTERED_IN:
     raise ImportError('zoo.integrations.mm needs mmdet or mmsegmentation (make mm)')
+
+
+def load_from_local_safely(filename: str, map_location=None):
+    """mmengine's local-file scheme through zoo's safe reader."""
+    return read_checkpoint_file(filename, map_location=map_location or 'cpu')
+
+
+def load_from_http_safely(filename: str, map_location=None, model_dir=None, progress=True):
+    """mmengine's http(s) scheme through zoo's safe reader (torch hub's cache; `model_dir` is not used)."""
+    return read_checkpoint_file(filename, map_location=map_location or 'cpu')
+
+
+CheckpointLoader.register_scheme(prefixes='', loader=load_from_local_safely, force=True)
+CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http_safely, force=True)
+# mmengine's torchvision:// open-mmlab:// mmcls:// schemes call the module's load_from_http directly
+mm_checkpoint.load_from_http = load_from_http_safely
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module(force=True)

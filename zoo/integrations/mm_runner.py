@@ -6,18 +6,21 @@
     python tools/test_det.py CONFIG CHECKPOINT [...]
 
 --cpu applies `mm_config.to_cpu` (SyncBN -> BN, no AMP); --toy points the config at the toy data
-(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present.
+(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present. Checkpoint files
+(--resume FILE, test CHECKPOINT, the backbone's `pretrained`) are checked before anything is built; a broken or
+unsafe one is one line `error: ...` and exit status 2 (zoo.models._load).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import os.path as osp
+import sys
 from typing import Optional, Sequence
 
 from . import mm_config
 
-__all__ = ['parse_args', 'load_config', 'run']
+__all__ = ['parse_args', 'load_config', 'run', 'main']
 
 
 def parse_args(mode: str, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -81,11 +84,22 @@ def load_config(args: argparse.Namespace):
     return cfg
 
 
+def check_checkpoints(cfg) -> None:
+    """The checkpoint files the config names (load_from / resume file, the backbone's `pretrained`), checked
+    before anything is built: zoo.models._load's one error for a missing, broken, foreign or unsafe file."""
+    from ..models._load import check_checkpoint_file
+    pretrained = cfg.model.get('backbone', {}).get('pretrained')
+    for path in (cfg.get('load_from'), pretrained if isinstance(pretrained, str) else None):
+        if path and '://' not in path:   # URLs and mmengine's model-zoo names are read (safely) when used
+            check_checkpoint_file(path)
+
+
 def run(mode: str, task: str, argv: Optional[Sequence[str]] = None):
     """Train or test; returns the Runner's result (test metrics for 'test', the model for 'train')."""
     from mmengine.runner import Runner
     args = parse_args(mode, argv)
     cfg = load_config(args)
+    check_checkpoints(cfg)
     if mm_config.task_of(cfg) != task:
         raise SystemExit(f'{args.config} is a {mm_config.task_of(cfg)} config; use tools/{mode}_'
                          f'{mm_config.task_of(cfg)}.py')
@@ -95,3 +109,14 @@ def run(mode: str, task: str, argv: Optional[Sequence[str]] = None):
     else:
         runner = Runner.from_cfg(cfg)
     return runner.train() if mode == 'train' else runner.test()
+
+
+def main(mode: str, task: str, argv: Optional[Sequence[str]] = None) -> int:
+    """`run` for the tools: a bad checkpoint file is one line `error: ...` and exit status 2."""
+    from ..models._load import CheckpointFileError
+    try:
+        run(mode, task, argv)
+    except CheckpointFileError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0

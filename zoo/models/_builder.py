@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg, register_model
+from timm.models import build_model_with_cfg, register_model, resolve_pretrained_cfg
 
 from ._convert import check_fit, unwrap
+from ._load import check_checkpoint_file
 
 __all__ = ['build_model', 'cfg', 'register_variants']
 
@@ -26,8 +27,16 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
     """Build `model_cls` for `variant`; `features_only` goes through forward_intermediates (timm's getter).
 
     Checkpoints pass through the family's `checkpoint_filter(state_dict, model)` and then a fit check
-    that names missing/unexpected/misshaped keys before torch's strict load.
+    that names missing/unexpected/misshaped keys before torch's strict load. A local file
+    (`pretrained_cfg_overlay=dict(file=...)`) is checked first (`_load.check_checkpoint_file`: one clear error for a
+    missing, broken or foreign file, or one with globals a weights_only load refuses) before the model is built;
+    timm then reads it with weights_only=True (.pth) or safetensors.
     """
+    if pretrained:
+        resolved = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        if resolved.file and resolved.state_dict is None and resolved.source not in ('hf-hub', 'local-dir'):
+            check_checkpoint_file(resolved.file)
+
     def filter_fn(state_dict, model):
         state_dict = unwrap(state_dict)
         if checkpoint_filter is not None:

@@ -20,9 +20,10 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
+from ..models._load import CheckpointFileError, check_checkpoint_file, read_checkpoint_file
 from . import UsageError
 
-__all__ = ['save_atomic', 'load_checkpoint', 'is_train_checkpoint', 'get_rng_state', 'set_rng_state']
+__all__ = ['save_atomic', 'load_checkpoint', 'check_file', 'is_train_checkpoint', 'get_rng_state', 'set_rng_state']
 
 
 def save_atomic(obj: Any, path: str) -> None:
@@ -33,12 +34,19 @@ def save_atomic(obj: Any, path: str) -> None:
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UsageError(f'checkpoint not found: {path}')
+    """Any checkpoint file (.pth / .safetensors, see zoo.models._load), read safely; a bad one is a UsageError."""
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle / zip errors come in many types
-        raise UsageError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}') from None
+        return read_checkpoint_file(path)
+    except CheckpointFileError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_file(path: str) -> None:
+    """The cheap checks of a checkpoint file (no tensors read), so a bad file fails before the model is built."""
+    try:
+        check_checkpoint_file(path)
+    except CheckpointFileError as e:
+        raise UsageError(str(e)) from None
 
 
 def is_train_checkpoint(ckpt: Any) -> bool:

@@ -45,8 +45,9 @@ from tqdm import tqdm
 
 import zoo  # noqa: F401  (registers the zoo models)
 
+from ..models._load import CheckpointFileError
 from . import UsageError
-from .checkpoint import get_rng_state, load_checkpoint, save_atomic, set_rng_state
+from .checkpoint import check_file, get_rng_state, load_checkpoint, save_atomic, set_rng_state
 from .data import build_eval_loader, build_train_loader, check_image_folder, find_split
 from .dist import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
 
@@ -64,19 +65,23 @@ def check_model_name(name: str) -> None:
 
 
 def create_model(name: str, img_size: Optional[int] = None, **kwargs) -> nn.Module:
-    """timm.create_model with a one-line error for a bad name or arguments. `img_size` is passed to models that
-    take it (the zoo's and timm's transformers size their position tables by it) and dropped for those that don't."""
+    """timm.create_model with a one-line error for a bad name, arguments or checkpoint file. `img_size` is passed to
+    models that take it (the zoo's and timm's transformers size their position tables by it) and dropped for those
+    that don't."""
     check_model_name(name)
-    if img_size is not None and 'img_size' not in kwargs:
-        try:
-            return timm.create_model(name, img_size=img_size, **kwargs)
-        except TypeError as e:
-            if 'img_size' not in str(e):
-                raise UsageError(f'cannot build {name}: {e}') from None
     try:
-        return timm.create_model(name, **kwargs)
-    except TypeError as e:
-        raise UsageError(f'cannot build {name}: {e}') from None
+        if img_size is not None and 'img_size' not in kwargs:
+            try:
+                return timm.create_model(name, img_size=img_size, **kwargs)
+            except TypeError as e:
+                if 'img_size' not in str(e):
+                    raise UsageError(f'cannot build {name}: {e}') from None
+        try:
+            return timm.create_model(name, **kwargs)
+        except TypeError as e:
+            raise UsageError(f'cannot build {name}: {e}') from None
+    except CheckpointFileError as e:
+        raise UsageError(str(e)) from None
 
 
 def resolve_eval_config(model: nn.Module, img_size: Optional[int] = None, crop_pct: Optional[float] = None,
@@ -150,6 +155,9 @@ class Trainer:
             diff = sorted(set(val_classes) ^ set(self.class_map), key=str)[:5]
             raise UsageError(f'class folders of {train_dir} and {val_dir} differ (e.g. {", ".join(diff)})')
         check_model_name(args.model)
+        for path in (args.pretrained_file, '' if args.resume == 'auto' else args.resume):
+            if path:
+                check_file(path)   # a bad file fails now, not after the model and data are set up
 
         # model
         kwargs = dict(args.model_kwargs)
