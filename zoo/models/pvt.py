@@ -21,6 +21,7 @@ from timm.layers import ClassifierHead, to_2tuple, trunc_normal_
 
 from ..layers import PatchEmbed
 from ._base import Backbone, Stage
+from ._convert import note_resampled
 from .swin import Swin, SwinBlock
 
 __all__ = ['PVT', 'PvtEmbed', 'resize_pos_embed']
@@ -151,4 +152,5 @@ def resize_pos_embeds(state_dict, model):
         if k.endswith('pos_embed') and k in own and own[k].shape != v.shape:
             side = math.isqrt(v.shape[1])
             state_dict[k] = resize_pos_embed(v, (side, side), model.get_submodule(k[:-len('.pos_embed')]).grid_size)
+            note_resampled(k, v, state_dict[k])
     return state_dict
