@@ -277,7 +277,9 @@ def verify(path: os.PathLike, manifest: Optional[Dict[str, Dict[str, str]]] = No
             break
     tags = [t for t in manifest if t.split('.')[0] in exact]
     verified = [t for t in tags if manifest[t]['sha256'] == digest]
-    if verified:
+    if not tags:
+        status = 'fits no model with a manifest row' + (' exactly (only with resampling)' if resampled else '')
+    elif verified:
         status = f'sha256 matches the manifest row of {", ".join(verified)}'
     elif any(manifest[t]['sha256'] not in (UNVERIFIED, digest) for t in tags):
         status = 'sha256 differs from the manifest (another file, or a corrupt download)'
