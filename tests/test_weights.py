@@ -73,6 +73,10 @@ def test_regenerating_the_manifest_changes_nothing(tmp_path):
     assert copy.read_text() == weights.MANIFEST.read_text()
 
 
+def test_manifest_check_command(capsys):
+    assert _tool().main(['manifest', '--check']) == 0 and capsys.readouterr().out == ''
+
+
 def test_list_shows_present_files(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('ZOO_CHECKPOINTS', str(tmp_path))
     (tmp_path / 'swin_tiny_patch4_window7_224.pth').write_bytes(b'x')
@@ -204,6 +208,31 @@ def test_convert_authors_nat_fixture(tmp_path):
     assert torch.equal(y, load(src)(fx['input']))
 
 
+_SWIN_FX = dict(num_classes=10, embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2, 4), global_blocks=(2, 1, 2, 0))
+_PVT_FX = dict(num_classes=10, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
+
+
+@pytest.mark.parametrize('name, fixture, kwargs', [
+    ('zoo_agent_swin_base', 'agent_swin_tiny_cfg.pth', _SWIN_FX),
+    ('zoo_inline_swin_base', 'inline_swin_tiny_cfg.pth', _SWIN_FX),
+    ('zoo_agent_pvt_tiny', 'agent_pvt_tiny_cfg.pth', _PVT_FX),
+    ('zoo_inline_pvt_tiny', 'inline_pvt_tiny_cfg.pth', _PVT_FX),
+])
+@torch.no_grad()
+def test_convert_authors_fixtures_to_hf(tmp_path, name, fixture, kwargs):
+    """The stored authors'-code fixtures (tests/test_agent.py, test_inline.py) -> an hf folder that timm's
+    local-dir loading rebuilds (tiny config from config.json) with the authors' outputs."""
+    path = ROOT / 'tests' / 'fixtures' / fixture
+    fx = torch.load(path, weights_only=True)
+    weights.convert(path, name, 'hf', tmp_path, **kwargs)
+    model = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    y = model(fx['input'].float() / 32)
+    torch.testing.assert_close(y, fx['output'], atol=1e-4, rtol=0)
+    direct = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+                               **kwargs).eval()
+    assert torch.equal(y, direct(fx['input'].float() / 32))
+
+
 def test_convert_errors_are_one_line(tmp_path, swin_parent, capsys):
     src = tmp_path / 'swin_official.pth'
     torch.save(swin_parent[1], src)
@@ -276,3 +305,20 @@ def test_partial_through_timm_create_model(swin_parent, tmp_path, caplog):
     report = zoo.load_partial(timm.create_model('zoo_agent_swin_tiny', **AGENT), official)
     _assert_loaded_equal(model, parent, report)
     assert 'strict' not in model.pretrained_cfg
+
+
+def test_authors_pvt_layout_into_agent_pvt_at_another_size():
+    """A checkpoint in the authors' PVT layout (the InLine-PVT fixture: patch_embed{i}, pos_embed{i}, block{i}.j,
+    attn.q + attn.kv) into Agent-PVT built for 96 px: renamed and fused by the PVT filter, position embeddings
+    resampled, the agent terms new, InLine's own terms ignored."""
+    path = ROOT / 'tests' / 'fixtures' / 'inline_pvt_tiny_cfg.pth'
+    model = timm.create_model('zoo_agent_pvt_tiny', **dict(_PVT_FX, img_size=96))
+    report = zoo.load_partial(model, path)
+    assert [k for k, _, _ in report.resampled] == ['stem.pos_embed'] + [
+        f'stages.{i}.downsample.pos_embed' for i in (1, 2, 3)]
+    assert ('stem.pos_embed', (1, 256, 16), (1, 576, 16)) in report.resampled
+    assert {'stages.0.blocks.0.attn.qkv.weight', 'stages.3.blocks.0.mlp.fc1.weight'} <= set(report.loaded)
+    assert {k.rsplit('.', 1)[-1] for k, _ in report.new} == {'an_bias', 'na_bias', 'ah_bias', 'aw_bias', 'ha_bias',
+                                                             'wa_bias', 'weight', 'bias'}
+    assert all('.attn.' in k for k, _ in report.new)
+    assert report.ignored and all('.attn.residual.' in k for k in report.ignored)
