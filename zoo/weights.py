@@ -229,6 +229,10 @@ def _meta_model(name: str, **kwargs):
         # index / schedule helpers (arange, linspace) stay real: models call .item() / .tolist() on them
         def __torch_function__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
+            name = getattr(func, '__name__', '')
+            if name.endswith('_') and not name.startswith('_') and args and \
+                    isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return args[0]  # in-place init on a meta tensor (trunc_normal_, zero_, ...): nothing to do
             if func in _device_constructors() and kwargs.get('device') is None and \
                     func not in (torch.arange, torch.linspace):
                 kwargs['device'] = 'meta'
