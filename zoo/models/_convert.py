@@ -48,15 +48,15 @@ def drop(state_dict: StateDict, patterns: Iterable[str]) -> StateDict:
     return {k: v for k, v in state_dict.items() if not regex.search(k)}
 
 
-_resample_log: ContextVar[Optional[List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]]] = \
-    ContextVar('zoo_resample_log', default=None)
+Resampled = Tuple[str, Tuple[int, ...], Tuple[int, ...]]  # key, checkpoint shape, new shape
+_resample_log: ContextVar[Optional[List[Resampled]]] = ContextVar('zoo_resample_log', default=None)
 
 
 @contextlib.contextmanager
-def recording_resamples() -> Iterator[List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]]]:
+def recording_resamples() -> Iterator[List[Resampled]]:
     """Collect (key, checkpoint shape, new shape) for every tensor a checkpoint filter resamples inside the block
     (zoo.load_partial reports them)."""
-    log: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = []
+    log: List[Resampled] = []
     token = _resample_log.set(log)
     try:
         yield log
