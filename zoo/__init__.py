@@ -11,8 +11,10 @@ from typing import List
 import timm
 
 from . import models  # noqa: F401  (registers every model)
+from .models._partial import LoadReport, load_partial
 
 __version__ = '0.1.0'
+__all__ = ['list_models', 'load_partial', 'LoadReport']
 
 
 def list_models(pattern: str = '*', pretrained: bool = False) -> List[str]:

@@ -18,7 +18,7 @@ out_indices, so the authors' detection/segmentation checkpoints (`backbone.norm{
 Checkpoints (`pretrained=`): True loads the model's default pretrained cfg through timm (family filter +
 strict fit); a path or URL may be an ImageNet checkpoint (classifier and final norm are dropped) or a
 detection/segmentation checkpoint whose `backbone.` part is taken (strict on every backbone key: the
-family's `checkpoint_filter_fn`, then the output norms, then an exact key/shape match). Files (.pth or
+family's checkpoint filter, then the output norms, then an exact key/shape match). Files (.pth or
 .safetensors) and URLs are read by `zoo.models._load` (weights_only, no unsafe unpickling, one clear error for a
 bad file).
 """
@@ -36,6 +36,7 @@ from timm.layers import LayerNorm2d
 from timm.models import group_parameters
 from timm.models._features import FeatureGetterNet
 
+from ..models._builder import family_filter
 from ..models._convert import CheckpointMismatchError, check_fit
 from ..models._load import read_state_dict
 
@@ -82,8 +83,11 @@ class SimpleFeaturePyramid(nn.Module):
 
 
 def _family_filter(model_name: str):
-    """The registering module's `checkpoint_filter_fn(state_dict, model)` (zoo families and timm models
-    both follow this convention), or None."""
+    """A zoo model's family filter as its builder recorded it (Agent / InLine hosts included), else the
+    registering module's `checkpoint_filter_fn(state_dict, model)` (timm's convention), or None."""
+    fn = family_filter(model_name)
+    if fn is not None:
+        return fn
     module = sys.modules.get(timm.models.model_entrypoint(model_name).__module__)
     return getattr(module, 'checkpoint_filter_fn', None)
 

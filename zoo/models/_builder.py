@@ -1,6 +1,7 @@
 """`build_model`: timm's build_model_with_cfg with the zoo's defaults, shared by every family."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Dict, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -8,8 +9,15 @@ from timm.models import build_model_with_cfg, register_model, resolve_pretrained
 
 from ._convert import check_fit, unwrap
 from ._load import check_checkpoint_file
+from ._partial import partial_state_dict
 
-__all__ = ['build_model', 'cfg', 'register_variants']
+__all__ = ['build_model', 'cfg', 'licensed', 'register_variants', 'family_filter']
+
+_logger = logging.getLogger(__name__)
+
+# model name -> its family's checkpoint filter (recorded when a model is built; zoo.load_partial and
+# tools/weights.py find a model's filter here)
+_FAMILY_FILTERS: Dict[str, Optional[Callable]] = {}
 
 
 def cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
@@ -22,16 +30,35 @@ def cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     }
 
 
+def licensed(license: str, cfgs: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """`cfgs` with the license of the authors' release (the repository's LICENSE) where a cfg names none."""
+    return {tag: dict(c, license=license) if c.get('license', 'see url') == 'see url' else c
+            for tag, c in cfgs.items()}
+
+
+def family_filter(model_or_name) -> Optional[Callable]:
+    """The checkpoint filter of a zoo model's family (authors' / timm layouts -> zoo layout), None for others."""
+    name = model_or_name if isinstance(model_or_name, str) else \
+        getattr(model_or_name, 'pretrained_cfg', {}).get('architecture', '')
+    return _FAMILY_FILTERS.get(name)
+
+
 def build_model(model_cls: type, variant: str, pretrained: bool = False, num_stages: int = 4,
                 checkpoint_filter: Optional[Callable] = None, **kwargs: Any):
     """Build `model_cls` for `variant`; `features_only` goes through forward_intermediates (timm's getter).
 
     Checkpoints pass through the family's `checkpoint_filter(state_dict, model)` and then a fit check
-    that names missing/unexpected/misshaped keys before torch's strict load. A local file
-    (`pretrained_cfg_overlay=dict(file=...)`) is checked first (`_load.check_checkpoint_file`: one clear error for a
-    missing, broken or foreign file, or one with globals a weights_only load refuses) before the model is built;
-    timm then reads it with weights_only=True (.pth) or safetensors.
+    that names missing/unexpected/misshaped keys before torch's strict load. `pretrained_cfg_overlay=dict(file=...,
+    strict=False)` loads what fits instead (zoo.load_partial's matching) and logs its report. A local file is
+    checked first (`_load.check_checkpoint_file`: one clear error for a missing, broken or foreign file, or one with
+    globals a weights_only load refuses) before the model is built; timm then reads it with weights_only=True (.pth)
+    or safetensors.
     """
+    _FAMILY_FILTERS[variant] = checkpoint_filter
+    overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
+    strict = overlay.pop('strict', True)  # not a timm pretrained_cfg field: zoo's, taken out here
+    if 'pretrained_cfg_overlay' in kwargs:
+        kwargs['pretrained_cfg_overlay'] = overlay
     if pretrained:
         resolved = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
         if resolved.file and resolved.state_dict is None and resolved.source not in ('hf-hub', 'local-dir'):
@@ -43,9 +70,15 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
             state_dict = checkpoint_filter(state_dict, model)
         return check_fit(state_dict, model)
 
+    def partial_filter_fn(state_dict, model):
+        fits, report = partial_state_dict(state_dict, model, checkpoint_filter)
+        _logger.warning(str(report))
+        return fits
+
     return build_model_with_cfg(
         model_cls, variant, pretrained,
-        pretrained_filter_fn=filter_fn,
+        pretrained_filter_fn=filter_fn if strict else partial_filter_fn,
+        pretrained_strict=bool(strict),
         feature_cfg=dict(feature_cls='getter', out_indices=kwargs.pop('out_indices', num_stages)),
         **kwargs,
     )

@@ -5,14 +5,17 @@ A family's checkpoint filter is then a short table of renames for each foreign l
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Dict, Iterable, Mapping, Sequence, Tuple
+from contextvars import ContextVar
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.layers import resize_rel_pos_bias_table
 
-__all__ = ['CheckpointMismatchError', 'unwrap', 'rename', 'drop', 'resize_rel_pos_tables', 'check_fit']
+__all__ = ['CheckpointMismatchError', 'unwrap', 'rename', 'drop', 'resize_rel_pos_tables', 'check_fit',
+           'recording_resamples', 'note_resampled']
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -45,6 +48,29 @@ def drop(state_dict: StateDict, patterns: Iterable[str]) -> StateDict:
     return {k: v for k, v in state_dict.items() if not regex.search(k)}
 
 
+Resampled = Tuple[str, Tuple[int, ...], Tuple[int, ...]]  # key, checkpoint shape, new shape
+_resample_log: ContextVar[Optional[List[Resampled]]] = ContextVar('zoo_resample_log', default=None)
+
+
+@contextlib.contextmanager
+def recording_resamples() -> Iterator[List[Resampled]]:
+    """Collect (key, checkpoint shape, new shape) for every tensor a checkpoint filter resamples inside the block
+    (zoo.load_partial reports them)."""
+    log: List[Resampled] = []
+    token = _resample_log.set(log)
+    try:
+        yield log
+    finally:
+        _resample_log.reset(token)
+
+
+def note_resampled(key: str, old: torch.Tensor, new: torch.Tensor) -> None:
+    """Called by every resampling helper of a checkpoint filter; a no-op outside `recording_resamples`."""
+    log = _resample_log.get()
+    if log is not None:
+        log.append((key, tuple(old.shape), tuple(new.shape)))
+
+
 def resize_rel_pos_tables(state_dict: StateDict, model: nn.Module, suffix: str = 'relative_position_bias_table'):
     """Resample relative position bias tables to the model's window size where the shapes differ."""
     own = model.state_dict()
@@ -52,6 +78,7 @@ def resize_rel_pos_tables(state_dict: StateDict, model: nn.Module, suffix: str =
         if k.endswith(suffix) and k in own and own[k].shape != v.shape:
             module = model.get_submodule(k[:-len(suffix) - 1])
             state_dict[k] = resize_rel_pos_bias_table(v, new_window_size=module.window_size, new_bias_shape=own[k].shape)
+            note_resampled(k, v, state_dict[k])
     return state_dict
 
 

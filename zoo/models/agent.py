@@ -17,8 +17,8 @@ from timm.models import generate_default_cfgs
 
 from ..layers import AgentAttention, resize_agent_biases
 from . import deit, pvt, swin
-from ._builder import build_model, cfg, register_variants
-from ._convert import rename
+from ._builder import build_model, cfg, licensed, register_variants
+from ._convert import note_resampled, rename
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['resize_agent_tables', 'checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit',
@@ -35,6 +35,7 @@ def resize_agent_tables(state_dict, model):
         module_name, _, name = k.rpartition('.')
         if name in _GRID_BIASES and k in own and own[k].shape != v.shape and own[k].ndim == v.ndim:
             state_dict[k] = resize_agent_biases({name: v}, model.get_submodule(module_name).window_size)[name]
+            note_resampled(k, v, state_dict[k])
     return state_dict
 
 
@@ -115,7 +116,7 @@ def _create_deit(variant: str, pretrained: bool = False, depth: int = 12, agent_
 
 
 _URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_agent_swin_tiny.in1k': cfg(_URL.format('a2ddc1190c224f768a41')),
     'zoo_agent_swin_small.in1k': cfg(_URL.format('f607172c9fea4d6e99bb')),
     'zoo_agent_swin_base.in1k': cfg(_URL.format('4fcd2d0114bb490483c3')),
@@ -130,7 +131,7 @@ default_cfgs = generate_default_cfgs({
     'zoo_agent_deit_tiny.in1k': cfg(_URL.format('57e0904221824ee7b7af'), pool_size=None),
     'zoo_agent_deit_small.in1k': cfg(_URL.format('fdd43304372541db8ea7'), pool_size=None),
     'zoo_agent_deit_base.in1k': cfg(_URL.format('5115f15fdd7e4ab58fbc'), pool_size=None),
-})
+}))
 
 # the authors' cfgs/agent_swin_*.yaml: global_blocks[i] = leading agent blocks of stage i (ATTN_TYPE), agents 9-16-49-49
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))

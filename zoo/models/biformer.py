@@ -18,7 +18,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 
 from ..layers import AttentionLePE, BiLevelRoutingAttention, Mlp
 from ._base import Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 
 __all__ = ['BiFormer', 'BiFormerBlock']
@@ -137,11 +137,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 _URL = 'https://api.onedrive.com/v1.0/shares/{}/root/content'  # the authors' release (README / model_urls)
 _cfg = dict(first_conv='stem.0', crop_pct=0.875)  # eval: resize 256 (bicubic), center crop 224
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_biformer_tiny.in1k': cfg(_URL.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'), **_cfg),
     'zoo_biformer_small.in1k': cfg(_URL.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832'), **_cfg),
     'zoo_biformer_base.in1k': cfg(_URL.format('s!AkBbczdRlZvChHI_XPhoadjaNxtO'), **_cfg),
-})
+}))
 
 # variants as data (rayleizhu/BiFormer models/biformer.py): dims, depths; n_win 7, top-k 1/4/16/global,
 # head_dim 32, mlp_ratio 3, LCE 5x5 for every variant

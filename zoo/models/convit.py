@@ -21,7 +21,7 @@ from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
 from ..layers.attention.gpsa import GPSA
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 from .deit import DeiT, resize_deit_pos_embed
 
@@ -85,11 +85,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://dl.fbaipublicfiles.com/convit/'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('apache-2.0', {
     f'zoo_convit_{size}.fb_in1k': cfg(_URL + f'convit_{size}.pth', pool_size=None, crop_pct=.875,
                                       interpolation='bicubic', first_conv='stem.proj', classifier='head.fc')
     for size in ('tiny', 'small', 'base')
-})
+}))
 
 # variants as data: the paper's Table 1 (heads; width = 48 x heads; 10 GPSA blocks then 2 MHSA blocks)
 CONVIT_VARIANTS = {

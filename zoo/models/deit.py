@@ -25,6 +25,7 @@ from timm.layers import DropPath, resample_abs_pos_embed, to_2tuple, trunc_norma
 
 from ..layers import Attention, Mlp, PatchEmbed
 from ._base import Backbone
+from ._convert import note_resampled
 from .swin import Swin
 
 __all__ = ['DeiT', 'DeiTBlock', 'TokenAttention', 'TokenHead', 'resize_deit_pos_embed']
@@ -253,4 +254,5 @@ def resize_deit_pos_embed(state_dict, model):
         side = math.isqrt(v.shape[1] - prefix)
         state_dict['pos_embed'] = resample_abs_pos_embed(v, list(model.grid_size), [side, side],
                                                          num_prefix_tokens=prefix)
+        note_resampled('pos_embed', v, state_dict['pos_embed'])
     return state_dict

@@ -16,7 +16,7 @@ from timm.models import generate_default_cfgs
 from ..layers import InLineAttention
 from . import deit, pvt, swin
 from .agent import deit_rename, pvt_rename
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit']
@@ -57,7 +57,7 @@ def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] =
 
 
 _URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_inline_swin_tiny.in1k': cfg(_URL.format('32810869fcc34410966b')),
     'zoo_inline_swin_small.in1k': cfg(_URL.format('e9657fd247c04c7cb1a1')),
     'zoo_inline_swin_base.in1k': cfg(_URL.format('bf23564bb64c420aafe1')),
@@ -70,7 +70,7 @@ default_cfgs = generate_default_cfgs({
     'zoo_inline_deit_tiny.in1k': cfg(_URL.format('1d6b8191ad6d4114b291'), pool_size=None),
     'zoo_inline_deit_small.in1k': cfg(_URL.format('2f3898b07e9247f3beb3'), input_size=(3, 288, 288), pool_size=None),
     'zoo_inline_deit_base.in1k': cfg(_URL.format('10bdd726d4b0435eb34e'), input_size=(3, 448, 448), pool_size=None),
-})
+}))
 
 # the authors' cfgs/inline_swin_*.yaml: global_blocks[i] = leading InLine blocks of stage i (ATTN_TYPE)
 _T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))

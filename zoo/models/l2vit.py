@@ -18,7 +18,7 @@ from timm.models import generate_default_cfgs
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
 from ..layers.cpe import ConvPosEnc
 from ._base import Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 
 __all__ = ['L2ViT', 'L2ViTBlock']
@@ -166,14 +166,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_l2vit_tiny.in1k': cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth'),
     'zoo_l2vit_small.in1k': cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth'),
     'zoo_l2vit_base.in1k': cfg(_URL + 'L2ViT-Base-checkpoint-best-ema.pth'),
     'zoo_l2vit_base.in22k_ft_in1k': cfg(_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth'),
     'zoo_l2vit_base_384.in22k_ft_in1k': cfg(_URL + 'L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth',
                                            input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
-})
+}))
 
 # the authors' models/l2vit.py: conv stem '2L', blocks 'mix_local_enhanced_vit', window 7 (12 at 384);
 # drop_path from the readme commands where given (B: 0.3 on IN-1K)

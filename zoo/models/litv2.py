@@ -20,7 +20,7 @@ from ..layers import HiLo, PatchEmbed
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.mlp import DWConvMlp
 from ._base import Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 
 __all__ = ['LITv2', 'LITBlock']
@@ -126,14 +126,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/ziplab/LITv2/releases/download/v1.0/'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('apache-2.0', {
     # eval as the authors: 224 -> resize 256 bicubic + center crop (0.875); 384 -> resize to 384, no crop
     'zoo_litv2_small.in1k': cfg(_URL + 'litv2_s.pth', crop_pct=0.875),
     'zoo_litv2_medium.in1k': cfg(_URL + 'litv2_m.pth', crop_pct=0.875),
     'zoo_litv2_base.in1k': cfg(_URL + 'litv2_b.pth', crop_pct=0.875),
     'zoo_litv2_base_384.in1k': cfg(_URL + 'litv2_b_384.pth', input_size=(3, 384, 384), pool_size=(12, 12),
                                    crop_pct=1.0),
-})
+}))
 
 # variants as data (ziplab/LITv2 classification/configs): C, depths, heads; HiLo ws (0, 0, 2, 1), alpha 0.9
 LITV2_VARIANTS = {

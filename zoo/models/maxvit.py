@@ -22,7 +22,7 @@ from ..layers.attention.window import GridAttention, WindowAttention
 from ..layers.mbconv import MBConv, MBConvStem
 from ..layers.metaformer import MetaFormerBlock
 from ._base import Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename, resize_rel_pos_tables
 
 __all__ = ['MaxViT', 'MaxViTBlock']
@@ -164,6 +164,6 @@ for _size, _args in _DIMS.items():
         _name = f'zoo_maxvit_{_size}' + ('' if _res == 224 else f'_{_res}')
         MAXVIT_VARIANTS[_name] = dict(_args, img_size=_res)
         _cfgs[f'{_name}.in1k'] = _cfg(_res, f'maxvit_{_size}_tf_{_res}')
-default_cfgs = generate_default_cfgs(_cfgs)
+default_cfgs = generate_default_cfgs(licensed('apache-2.0', _cfgs))
 
 register_variants(_create, MAXVIT_VARIANTS, __name__)

@@ -24,7 +24,7 @@ from timm.models import generate_default_cfgs
 from ..layers import Mlp
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
 from ._base import NO_WEIGHT_DECAY, Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 from .swin import Swin
 
@@ -183,7 +183,7 @@ def _dinat_dilations(s1: int, s2: int, s3: int, depth3: int = 18):
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 _384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_nat_mini.in1k': cfg(_NAT_URL + 'nat_mini.pth', first_conv='stem.proj.0', crop_pct=.875),
     'zoo_nat_tiny.in1k': cfg(_NAT_URL + 'nat_tiny.pth', first_conv='stem.proj.0', crop_pct=.875),
     'zoo_nat_small.in1k': cfg(_NAT_URL + 'nat_small.pth', first_conv='stem.proj.0', crop_pct=.875),
@@ -206,7 +206,7 @@ default_cfgs = generate_default_cfgs({
                                        first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
     'zoo_dinat_large_in22k_11x11.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth',
                                              first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
-})
+}))
 
 # variants as data: the authors' classification/nat.py and dinat.py
 _MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3., drop_path_rate=0.2)

@@ -21,6 +21,7 @@ from timm.layers import ClassifierHead, to_2tuple, trunc_normal_
 
 from ..layers import PatchEmbed
 from ._base import Backbone, Stage
+from ._convert import note_resampled
 from .swin import Swin, SwinBlock
 
 __all__ = ['PVT', 'PvtEmbed', 'resize_pos_embed']
@@ -145,10 +146,12 @@ class PVT(Backbone):
 
 def resize_pos_embeds(state_dict, model):
     """Resample `*.pos_embed` (1, H0 * W0, C) entries to the model's grids where the token counts differ
-    (square grids in the checkpoint, as the authors train)."""
+    (square grids in the checkpoint, as the authors train; others, e.g. PVT-v1's stage 4 with its class token, are
+    left for the fit check / zoo.load_partial to report)."""
     own = model.state_dict()
     for k, v in state_dict.items():
-        if k.endswith('pos_embed') and k in own and own[k].shape != v.shape:
-            side = math.isqrt(v.shape[1])
+        side = math.isqrt(v.shape[1]) if k.endswith('pos_embed') and v.ndim == 3 else 0
+        if side and side * side == v.shape[1] and k in own and own[k].shape != v.shape:
             state_dict[k] = resize_pos_embed(v, (side, side), model.get_submodule(k[:-len('.pos_embed')]).grid_size)
+            note_resampled(k, v, state_dict[k])
     return state_dict

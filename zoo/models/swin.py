@@ -17,7 +17,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from ..layers import Mlp, PatchEmbed, PatchMerging, WindowAttention, clamp_window, window_mask
 from ._base import Backbone, Stage
-from ._builder import build_model, cfg, register_variants
+from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import drop, rename, resize_rel_pos_tables
 
 __all__ = ['Swin', 'SwinBlock']
@@ -198,7 +198,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
-default_cfgs = generate_default_cfgs({
+default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth'),
     'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth'),
     'zoo_swin_base.ms_in1k': cfg(_URL + 'swin_base_patch4_window7_224.pth'),
@@ -207,7 +207,7 @@ default_cfgs = generate_default_cfgs({
                                      pool_size=(12, 12), crop_pct=1.0),
     'zoo_swin_large_384.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window12_384_22kto1k.pth',
                                                input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
-})
+}))
 
 # variants as data: the paper's Table (C, depths, heads) and window size per resolution
 SWIN_VARIANTS = {
