@@ -132,3 +132,15 @@ def test_load_imagenet_checkpoint_drops_classifier(tmp_path):
     b = _tiny(out_norm='LN', pretrained=str(path))
     for k, v in b.body.model.state_dict().items():
         assert torch.equal(v, full.state_dict()[k]), k
+
+
+def test_authors_agent_swin_checkpoint_goes_through_its_family_filter():
+    """Agent-Swin's filter is registered under another name than `checkpoint_filter_fn`: ZooBackbone must still
+    apply it (the builder records every zoo model's filter), so the authors' layout loads strictly."""
+    from pathlib import Path
+    fixture = Path(__file__).parent / 'fixtures' / 'agent_swin_tiny_cfg.pth'
+    theirs = torch.load(fixture, weights_only=True)['model']
+    tiny = dict(embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2, 4), global_blocks=(2, 1, 2, 0))
+    b = ZooBackbone('zoo_agent_swin_base', model_kwargs=tiny, pretrained=str(fixture))
+    ours = b.body.model.stages[0].blocks[0].attn.ah_bias
+    assert torch.equal(ours, theirs['layers.0.blocks.0.attn.ah_bias'])
