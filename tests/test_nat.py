@@ -151,6 +151,50 @@ def test_flex_forward_on_cpu_and_dispatch():
         assert neighborhood_attention.select(q, k, v, (3, 3), (1, 1), rpb, None) == 'flex'
 
 
+# Compiled flex forward on CPU (torch >= 2.14): the kernel the CUDA path runs, BlockMask sparsity (full blocks skip the
+# mask_mod) and the rpb score_mod included. Each map size x kernel size x rpb on/off is one inductor compile (~10-15 s
+# on 2 busy cores): the default set is small (with test_flex_forward_on_cpu_and_dispatch, compiled too), the rest slow.
+def _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb):
+    q, k, v, table = (None if t is None else t.detach() for t in _inputs(1, H, W, 2, 8, kernel, rpb))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*without torch.compile')  # the compiled kernel, not eager flex
+        ref = neighborhood_attention(q, k, v, (kernel,) * 2, (dilation,) * 2, table, 0.4, backend='reference')
+        out = neighborhood_attention(q, k, v, (kernel,) * 2, (dilation,) * 2, table, 0.4, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('kernel,dilation,H,W,rpb', [
+    (5, 2, 13, 11, True), *(pytest.param(*c, marks=pytest.mark.slow) for c in [(5, 3, 17, 16, True), (3, 3, 13, 11, False)])])
+def test_compiled_flex_forward_on_cpu_matches_reference(kernel, dilation, H, W, rpb):
+    _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('rpb', [True, False])
+@pytest.mark.parametrize('dilation', [1, 2, 3])
+@pytest.mark.parametrize('kernel', [3, 5, 7])
+def test_compiled_flex_forward_on_cpu_sweep(kernel, dilation, rpb):
+    _assert_compiled_flex_matches_reference(kernel, dilation, max(13, kernel * dilation + 2),
+                                            max(11, kernel * dilation + 1), rpb)
+
+
+@pytest.mark.parametrize('small_map,H,W', [('clip', 4, 9), ('pad', 4, 9),
+                                           pytest.param('clip', 13, 11, marks=pytest.mark.slow)])
+def test_compiled_flex_small_maps_match_reference(small_map, H, W):
+    """The module on maps smaller than kernel x dilation: clipped dilation, zero-padded short sides, and the authors'
+    padding (small_map='pad'), on the compiled flex kernel against the reference backend."""
+    torch.manual_seed(0)
+    m = NeighborhoodAttention2D(16, 2, kernel_size=5, dilation=3, small_map=small_map).eval()
+    x = torch.randn(2, H, W, 16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*without torch.compile')
+        with force_backend('reference', op='neighborhood'):
+            ref = m(x)
+        with force_backend('flex', op='neighborhood'):
+            out = m(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize('kernel,dilation,H,W', [(3, 1, 13, 11), (3, 2, 11, 8), (7, 2, 23, 19), (5, 3, 40, 33)])
 def test_flex_block_mask_is_the_neighbourhood(kernel, dilation, H, W):
     """mask_mod == the reference's neighbour sets, and the BlockMask's blocks cover exactly the blocks holding a
