@@ -114,6 +114,18 @@ def test_module_small_maps():
     assert m.effective(5, 9) == ((4, 4), (28, 28))
 
 
+def test_training_after_an_inference_mode_pass():
+    """Index tensors cached in an inference_mode forward are normal tensors: a later training step can save them."""
+    m = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2)
+    x = torch.randn(1, 9, 11, 16)
+    with torch.inference_mode():
+        ref = m(x)
+    with force_backend('cpu', op='neighborhood'):
+        out = m(x)
+    out.sum().backward()
+    assert m.rpb.grad is not None and torch.allclose(out, ref, atol=1e-6)
+
+
 # flex: the CUDA path with rpb. On CPU, torch runs flex_attention eagerly (materialized scores, the mask_mod applied
 # element-wise) but refuses its backward there; its autograd (the dense math backward, rpb grads included) is
 # device-agnostic, so the backward tests lift that one device check. The BlockMask (block sparsity, only used by the
