@@ -72,8 +72,8 @@ def _calls(quick: bool) -> Dict[str, List[Tuple[str, Callable]]]:
         'dense': [('self 49 tokens + bias', dense((3, 49, 49), (2, 3, 49, 16))),
                   ('windows + mask', dense((4, 1, 49, 49), (2, 4, 3, 49, 16))),
                   ('256 tokens', dense(None, (2, 2, 256, 32)))],
+        # few kernel sizes: each (kernel, rpb on/off, dtype) is a flex compile (forward and backward) on a GPU
         'neighborhood': [('13x11 k5 d2 rpb', neighborhood(13, 11, 5, 2, True)),
-                         ('13x11 k3 d3', neighborhood(13, 11, 3, 3, False)),
                          ('28x28 k7 d4 rpb', neighborhood(28, 28, 7, 4, True)),
                          ('28x28 k7 d1', neighborhood(28, 28, 7, 1, False))],
         'routing': [('14x14 7x7 regions top-4', routing)],
@@ -202,8 +202,8 @@ def check_vs_timm(pairs: Dict[str, str], opts: BenchOptions, size: int, batch_si
                   budget: Budget, log, modes=('inference', 'train')) -> List[Dict]:
     from .vs_timm import compare_pair
     rows = []
-    for mode in modes:
-        for zoo_name, timm_name in pairs.items():
+    for zoo_name, timm_name in pairs.items():  # pair by pair, so the pairs timed within the limit have both modes
+        for mode in modes:
             if budget.expired:
                 rows.append({'zoo': zoo_name, 'timm': timm_name, 'mode': mode,
                              'error': 'skipped (section time limit)'})
@@ -309,10 +309,11 @@ def run_checks(device: str = 'cuda', quick: bool = False, limits: Optional[Dict[
 
 
 def default_limits(quick: bool) -> Dict[str, float]:
-    """Seconds per section; the full run's add up to 7.5 minutes (each section stops starting rows at its limit)."""
+    """Seconds per section. A section starts no row past its limit, so a run can exceed the sum by its last rows:
+    the full run's limits add up to 7 minutes, leaving one for those (flex compiles, a vs-timm pair's two processes)."""
     if quick:
         return {'backends': 120, 'train': 60, 'vs_timm': 120, 'dinat': 60}
-    return {'backends': 75, 'train': 90, 'vs_timm': 225, 'dinat': 60}
+    return {'backends': 140, 'train': 60, 'vs_timm': 160, 'dinat': 60}
 
 
 def failures(report: Dict[str, Any]) -> List[str]:
