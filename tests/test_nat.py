@@ -166,6 +166,15 @@ def test_flex_forward_on_cpu_and_dispatch():
 # Compiled flex forward on CPU (torch >= 2.14): the kernel the CUDA path runs, BlockMask sparsity (full blocks skip the
 # mask_mod) and the rpb score_mod included. Each map size x kernel size x rpb on/off is one inductor compile (~10-15 s
 # on 2 busy cores): the default set is small (with test_flex_forward_on_cpu_and_dispatch, compiled too), the rest slow.
+@pytest.fixture
+def fresh_dynamo():
+    """On CPU the compiled flex is static-shaped: one compile per map size, and past dynamo's recompile limit (8) it
+    falls back to eager flex. Each test starts from a reset dynamo, so a long run of them keeps testing the kernel."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb):
     q, k, v, table = (None if t is None else t.detach() for t in _inputs(1, H, W, 2, 8, kernel, rpb))
     with torch.no_grad(), warnings.catch_warnings():
@@ -177,7 +186,7 @@ def _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb):
 
 @pytest.mark.parametrize('kernel,dilation,H,W,rpb', [
     (5, 2, 13, 11, True), *(pytest.param(*c, marks=pytest.mark.slow) for c in [(5, 3, 17, 16, True), (3, 3, 13, 11, False)])])
-def test_compiled_flex_forward_on_cpu_matches_reference(kernel, dilation, H, W, rpb):
+def test_compiled_flex_forward_on_cpu_matches_reference(kernel, dilation, H, W, rpb, fresh_dynamo):
     _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb)
 
 
@@ -185,14 +194,14 @@ def test_compiled_flex_forward_on_cpu_matches_reference(kernel, dilation, H, W, 
 @pytest.mark.parametrize('rpb', [True, False])
 @pytest.mark.parametrize('dilation', [1, 2, 3])
 @pytest.mark.parametrize('kernel', [3, 5, 7])
-def test_compiled_flex_forward_on_cpu_sweep(kernel, dilation, rpb):
+def test_compiled_flex_forward_on_cpu_sweep(kernel, dilation, rpb, fresh_dynamo):
     _assert_compiled_flex_matches_reference(kernel, dilation, max(13, kernel * dilation + 2),
                                             max(11, kernel * dilation + 1), rpb)
 
 
 @pytest.mark.parametrize('small_map,H,W', [('clip', 4, 9), ('pad', 4, 9),
                                            pytest.param('clip', 13, 11, marks=pytest.mark.slow)])
-def test_compiled_flex_small_maps_match_reference(small_map, H, W):
+def test_compiled_flex_small_maps_match_reference(small_map, H, W, fresh_dynamo):
     """The module on maps smaller than kernel x dilation: clipped dilation, zero-padded short sides, and the authors'
     padding (small_map='pad'), on the compiled flex kernel against the reference backend."""
     torch.manual_seed(0)

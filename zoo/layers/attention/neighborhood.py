@@ -263,9 +263,9 @@ def _flex_compiled(device_type: str = 'cuda'):
     """torch.compile(flex_attention), created once per device type on first use: the fused kernel (eager
     flex_attention materializes the HW x HW scores). Kernel sizes are the only Python constants the mods close over
     (one compile per kernel size); map sizes and dilations live in tensors, so new maps only change shapes.
-    CPU (forward only, for tests): static shapes, one compile per map size, because with dynamic shapes inductor's
-    CPU flex template (torch 2.14.1) emits C++ that does not compile (`cur_qSplitSize2` undeclared) for the
-    tables the mods index."""
+    CPU (forward only, for tests): static shapes, one compile per map size (past dynamo's recompile limit flex runs
+    eagerly, with torch's warning), because with dynamic shapes inductor's CPU flex template (torch 2.14.1) emits
+    C++ that does not compile (`cur_qSplitSize2` undeclared) for the tables the mods index."""
     return torch.compile(_flex_module().flex_attention, dynamic=False if device_type == 'cpu' else None)
 
 
