@@ -114,6 +114,18 @@ def test_module_small_maps():
     assert m.effective(5, 9) == ((4, 4), (28, 28))
 
 
+def test_training_after_an_inference_mode_pass():
+    """Index tensors cached in an inference_mode forward are normal tensors: a later training step can save them."""
+    m = NeighborhoodAttention2D(16, 2, kernel_size=3, dilation=2)
+    x = torch.randn(1, 9, 11, 16)
+    with torch.inference_mode():
+        ref = m(x)
+    with force_backend('cpu', op='neighborhood'):
+        out = m(x)
+    out.sum().backward()
+    assert m.rpb.grad is not None and torch.allclose(out, ref, atol=1e-6)
+
+
 # flex: the CUDA path with rpb. On CPU, torch runs flex_attention eagerly (materialized scores, the mask_mod applied
 # element-wise) but refuses its backward there; its autograd (the dense math backward, rpb grads included) is
 # device-agnostic, so the backward tests lift that one device check. The BlockMask (block sparsity, only used by the
@@ -149,6 +161,59 @@ def test_flex_forward_on_cpu_and_dispatch():
     assert neighborhood_attention.select(q, k, v, (3, 3), (1, 1), rpb, None) == 'cpu'
     with force_backend('flex', op='neighborhood'):  # forcing needs only `runs` (flex_attention importable)
         assert neighborhood_attention.select(q, k, v, (3, 3), (1, 1), rpb, None) == 'flex'
+
+
+# Compiled flex forward on CPU (torch >= 2.14): the kernel the CUDA path runs, BlockMask sparsity (full blocks skip the
+# mask_mod) and the rpb score_mod included. Each map size x kernel size x rpb on/off is one inductor compile (~10-15 s
+# on 2 busy cores): the default set is small (with test_flex_forward_on_cpu_and_dispatch, compiled too), the rest slow.
+@pytest.fixture
+def fresh_dynamo():
+    """On CPU the compiled flex is static-shaped: one compile per map size, and past dynamo's recompile limit (8) it
+    falls back to eager flex. Each test starts from a reset dynamo, so a long run of them keeps testing the kernel."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb):
+    q, k, v, table = (None if t is None else t.detach() for t in _inputs(1, H, W, 2, 8, kernel, rpb))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*without torch.compile')  # the compiled kernel, not eager flex
+        ref = neighborhood_attention(q, k, v, (kernel,) * 2, (dilation,) * 2, table, 0.4, backend='reference')
+        out = neighborhood_attention(q, k, v, (kernel,) * 2, (dilation,) * 2, table, 0.4, backend='flex')
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('kernel,dilation,H,W,rpb', [
+    (5, 2, 13, 11, True), *(pytest.param(*c, marks=pytest.mark.slow) for c in [(5, 3, 17, 16, True), (3, 3, 13, 11, False)])])
+def test_compiled_flex_forward_on_cpu_matches_reference(kernel, dilation, H, W, rpb, fresh_dynamo):
+    _assert_compiled_flex_matches_reference(kernel, dilation, H, W, rpb)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('rpb', [True, False])
+@pytest.mark.parametrize('dilation', [1, 2, 3])
+@pytest.mark.parametrize('kernel', [3, 5, 7])
+def test_compiled_flex_forward_on_cpu_sweep(kernel, dilation, rpb, fresh_dynamo):
+    _assert_compiled_flex_matches_reference(kernel, dilation, max(13, kernel * dilation + 2),
+                                            max(11, kernel * dilation + 1), rpb)
+
+
+@pytest.mark.parametrize('small_map,H,W', [('clip', 4, 9), ('pad', 4, 9),
+                                           pytest.param('clip', 13, 11, marks=pytest.mark.slow)])
+def test_compiled_flex_small_maps_match_reference(small_map, H, W, fresh_dynamo):
+    """The module on maps smaller than kernel x dilation: clipped dilation, zero-padded short sides, and the authors'
+    padding (small_map='pad'), on the compiled flex kernel against the reference backend."""
+    torch.manual_seed(0)
+    m = NeighborhoodAttention2D(16, 2, kernel_size=5, dilation=3, small_map=small_map).eval()
+    x = torch.randn(2, H, W, 16)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings('error', message='.*without torch.compile')
+        with force_backend('reference', op='neighborhood'):
+            ref = m(x)
+        with force_backend('flex', op='neighborhood'):
+            out = m(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize('kernel,dilation,H,W', [(3, 1, 13, 11), (3, 2, 11, 8), (7, 2, 23, 19), (5, 3, 40, 33)])

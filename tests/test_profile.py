@@ -180,6 +180,21 @@ def test_compile_matches_eager_without_graph_breaks():
     assert all(s['max_abs_diff'] < 1e-4 for s in r['sizes'].values()) and len(r['sizes']) == 2
 
 
+def test_compiled_model_does_not_recompile_on_its_second_call():
+    """The attention dispatch's per-thread state exists before the first call: a lazily created attribute made
+    dynamo guard on its absence and recompile every model on the second call."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model, x = tiny_swin(), torch.randn(1, 3, 32, 32)
+    compiled = torch.compile(model, backend='eager')
+    with torch.no_grad():
+        for _ in range(3):
+            compiled(x)
+    assert counters['stats']['unique_graphs'] == 1
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow
 def test_compile_inductor_matches_eager():  # C++ codegen: minutes on a busy 2-core machine
     from zoo.profile.compat import check_compile
@@ -204,6 +219,56 @@ def test_vs_timm_checks_parity_then_times_each_model_in_its_own_process():
     # the ratio is the median of the paired per-round ratios, the IQR brackets it
     assert row['ratio'] == pytest.approx(sum(row['ratio_rounds']) / 2)
     assert row['ratio_iqr'][0] <= row['ratio'] <= row['ratio_iqr'][1]
+
+
+def test_vs_timm_train_mode_times_training_steps_and_reports_peak_memory():
+    from zoo.profile.vs_timm import compare, format_compare
+    report = compare({'zoo_shvit_s1': 'shvit_s1'}, input_size=64, batch_size=2, opts=BenchOptions(threads=1, warmup=1),
+                     rounds=2, iters_per_round=1, progress=False, mode='train', grad_checkpointing=True)
+    row = report['results'][0]
+    assert row['identical'] and row['mode'] == 'train' and row['grad_checkpointing'], row
+    assert len(row['ratio_rounds']) == 2 and row['zoo_ms'] > 0 and row['timm_ms'] > 0
+    # each process's own high-water mark: at least the ~200 MB torch + timm import, not the parent's
+    assert 200 < row['zoo_peak_mb'] < 4000 and 200 < row['timm_peak_mb'] < 4000 and 'VmHWM' in row['memory_kind']
+    assert report['options']['mode'] == 'train'
+    table = format_compare(report)
+    assert 'peak MB zoo / timm' in table and 'training steps (forward + backward + AdamW), grad checkpointing' in table
+    from zoo.profile.vs_timm import compare_pair
+    with pytest.raises(ValueError, match='mode'):
+        compare_pair('zoo_shvit_s1', 'shvit_s1', mode='eval')
+
+
+def test_vs_timm_cli_plumbs_train_and_compile(monkeypatch):
+    import importlib.util
+    from zoo.profile import vs_timm
+    spec = importlib.util.spec_from_file_location('benchmark_vs_timm', os.path.join(
+        os.path.dirname(__file__), '..', 'tools', 'benchmark_vs_timm.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    seen = {}
+
+    def fake_compare(pairs, input_size, batch_size, opts, rounds, iters, atol, **kwargs):
+        seen.update(kwargs, opts=opts, pairs=pairs)
+        return {'context': {}, 'options': {}, 'results': []}
+    monkeypatch.setattr(tool, 'compare', fake_compare)
+    monkeypatch.setattr(tool, 'format_compare', lambda report: '')
+    tool.main(['zoo_shvit_s1', '--train', '--grad-checkpointing', '--compile', '--amp', 'bf16'])
+    assert seen['mode'] == 'train' and seen['grad_checkpointing'] and seen['opts'].compile is True
+    assert seen['opts'].amp == 'bf16' and list(seen['pairs']) == ['zoo_shvit_s1']
+    with pytest.raises(SystemExit):
+        tool.main(['zoo_shvit_s1', '--grad-checkpointing'])  # needs --train
+    assert vs_timm.compare is not fake_compare
+
+
+@pytest.mark.slow
+def test_vs_timm_compiled_reports_compile_time_graphs_and_recompiles():  # inductor: ~2 min on 2 busy cores
+    from zoo.profile.vs_timm import compare_pair
+    row = compare_pair('zoo_shvit_s1', 'shvit_s1', input_size=64, batch_size=2,
+                       opts=BenchOptions(threads=1, warmup=2, compile=True), rounds=2, iters_per_round=1)
+    assert row['identical'] and row['second_size'] == [96, 96], row
+    assert row['zoo_compile_s'] > 0 and row['timm_compile_s'] > 0
+    # one graph at the input size (no recompile on the second call, no graph break), one more at the second size
+    assert row['zoo_graphs'] == 1 and row['zoo_graph_breaks'] == 0 and row['zoo_second_size_graphs'] == 1
 
 
 def test_fault_free_environment_is_set_for_the_block_only(monkeypatch):

@@ -5,10 +5,16 @@
     python tools/benchmark_vs_timm.py zoo_swin_tiny --threads 2 --batch-size 8 --json out/vs_timm.json
     python tools/benchmark_vs_timm.py --headline --device cuda --amp bf16 --batch-size 64
     python tools/benchmark_vs_timm.py --pool a.json b.json c.json    # several runs' --json, rounds pooled
+    python tools/benchmark_vs_timm.py --headline --train --threads 2 --rounds 4 --iters-per-round 2   # training steps
+    python tools/benchmark_vs_timm.py --headline --train --grad-checkpointing
+    python tools/benchmark_vs_timm.py --headline --compile --threads 2    # both inductor-compiled (warm-up untimed)
 
 For each pair, timm's state_dict is loaded into the zoo model through the zoo checkpoint filter and the
 logits must agree within --atol before anything is timed. The ratio is timm's time / zoo's time (> 1: zoo
 is faster): the median over rounds that alternate zoo/timm (ABBA), each round's own ratio, so drift cancels.
+Each process's peak memory (RSS high-water mark, or CUDA max allocated) is in the table. --train times training
+steps (forward + backward + AdamW; fp32, or --amp bf16). --compile compiles both models (inductor) and reports each
+one's compile seconds and zoo's graphs, graph breaks and recompiles at a second size (input + 32 px).
 """
 import argparse
 import fnmatch
@@ -36,6 +42,8 @@ def main(argv=None):
     p.add_argument('--atol', type=float, default=1e-4)
     p.add_argument('--fault-free', action='store_true',
                    help="glibc heap that keeps freed memory in both processes: no page faults, compute alone")
+    p.add_argument('--train', action='store_true', help='time training steps (forward + backward + AdamW step)')
+    p.add_argument('--grad-checkpointing', action='store_true', help='with --train: both models checkpoint blocks')
     p.add_argument('--json', default=None)
     p.add_argument('--list', action='store_true', help='print the zoo -> timm mapping and exit')
     p.add_argument('--pool', nargs='+', metavar='JSON', default=None,
@@ -61,9 +69,12 @@ def main(argv=None):
         print(f'skipped {m}: no registered zoo model with a timm equivalent', file=sys.stderr)
     if not pairs:
         p.error('nothing to compare')
+    if args.grad_checkpointing and not args.train:
+        p.error('--grad-checkpointing needs --train')
     opts = BenchOptions.from_args(args)
     report = compare(pairs, args.img_size, args.batch_size, opts, args.rounds, args.iters_per_round, args.atol,
-                     fault_free=args.fault_free)
+                     fault_free=args.fault_free, mode='train' if args.train else 'inference',
+                     grad_checkpointing=args.grad_checkpointing)
     print(format_compare(report))
     dump_json(report, args.json)
     return report

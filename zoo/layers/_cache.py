@@ -82,6 +82,11 @@ def shape_cache(maxsize: int = 128, constant_under_export: bool = False):
         @functools.wraps(fn)
         def call(*args, **kwargs):
             if not _tracing():
+                if torch.is_inference_mode_enabled():
+                    # built under inference_mode they would be inference tensors, which autograd refuses to save:
+                    # an index first built in an inference pass would break every later training step
+                    with torch.inference_mode(False):
+                        return cached(*args, **kwargs)
                 return cached(*args, **kwargs)
             if constant_under_export and _concrete(args, kwargs):
                 if torch.compiler.is_dynamo_compiling():

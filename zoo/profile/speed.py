@@ -32,7 +32,7 @@ from .flops import make_inputs
 
 __all__ = [
     'BenchOptions', 'add_bench_arguments', 'prepare_model', 'inference_throughput', 'latency', 'train_throughput', 'peak_memory',
-    'num_threads', 'time_iterations',
+    'num_threads', 'time_iterations', 'train_step', 'process_peak_memory',
 ]
 
 _DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16,
@@ -180,6 +180,16 @@ def _train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, optimiz
     return step
 
 
+def train_step(model: nn.Module, x: torch.Tensor, opts: BenchOptions, optimizer: str = 'sgd') -> Callable[[], Any]:
+    """One training step of the prepared `model` on `x` per call: cross-entropy on fixed random targets (the mean
+    output for a model without classes), backward, `optimizer` step ('sgd' with momentum 0.9, or 'adamw'), lr 1e-6."""
+    num_classes = getattr(model, 'num_classes', 0) or 1
+    target = torch.randint(0, num_classes, (x.shape[0],), device=x.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6) if optimizer == 'adamw' else torch.optim.SGD(params, lr=1e-6, momentum=0.9)
+    return _train_step(model, x, target, opt, opts)
+
+
 def train_throughput(model: nn.Module, input_size=224, batch_size: int = 8, optimizer: str = 'sgd',
                      opts: Optional[BenchOptions] = None, **kwargs) -> Dict[str, float]:
     """Images per second of full training steps (forward + backward + optimizer step) on a copy of `model`."""
@@ -187,17 +197,26 @@ def train_throughput(model: nn.Module, input_size=224, batch_size: int = 8, opti
     with num_threads(opts.threads):
         model = copy.deepcopy(model)
         x = _inputs(model, input_size, batch_size, opts)
-        num_classes = getattr(model, 'num_classes', 0) or 1
-        target = torch.randint(0, num_classes, (batch_size,), device=opts.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=1e-6) if optimizer == 'adamw' else torch.optim.SGD(params, lr=1e-6,
-                                                                                                momentum=0.9)
         model = prepare_model(model, opts, train=True)
-        return _summary(time_iterations(_train_step(model, x, target, opt, opts), opts.device, opts.warmup,
-                                        opts.iters), batch_size)
+        return _summary(time_iterations(train_step(model, x, opts, optimizer), opts.device, opts.warmup, opts.iters),
+                        batch_size)
 
 
 # --- memory ----------------------------------------------------------------------------------------------
+def process_peak_memory(device: Union[str, torch.device] = 'cpu') -> Dict[str, Any]:
+    """This process's peak memory so far, MiB: CUDA max allocated on a GPU; on CPU the RSS high-water mark VmHWM
+    (per address space, so a spawned process does not inherit its parent's the way ru_maxrss, kept across exec,
+    does), ru_maxrss where /proc is missing."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return {'peak_mb': torch.cuda.max_memory_allocated(device) / 2 ** 20, 'kind': 'cuda_max_allocated'}
+    try:
+        return {'peak_mb': _rss_status()['VmHWM'] / 2 ** 20, 'kind': 'cpu_rss_high_water (VmHWM)'}
+    except (OSError, KeyError):
+        import resource
+        return {'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10, 'kind': 'cpu_ru_maxrss'}
+
+
 def _rss_status() -> Dict[str, int]:
     out = {}
     with open('/proc/self/status') as f:
@@ -224,9 +243,7 @@ def _measure_memory(model: nn.Module, input_size, batch_size: int, mode: str, op
         x = _inputs(model, input_size, batch_size, opts)
         model = prepare_model(model, opts, train=mode == 'train')
         if mode == 'train':
-            target = torch.randint(0, getattr(model, 'num_classes', 0) or 1, (batch_size,), device=device)
-            opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-            step = _train_step(model, x, target, opt, opts)
+            step = train_step(model, x, opts)
             step()  # optimizer state exists from here on, as in a real run
         else:
             step = _infer_step(model, x, opts)

@@ -28,7 +28,8 @@ import torch
 
 from .flops import make_inputs
 from .paper import paper_table
-from .speed import BenchOptions, _autocast, _inputs, _sync, num_threads, prepare_model
+from .speed import (
+    BenchOptions, _autocast, _inputs, _sync, num_threads, prepare_model, process_peak_memory, train_step)
 
 __all__ = ['TIMM_EQUIVALENTS', 'timm_equivalents', 'load_timm_weights', 'compare_pair', 'compare']
 
@@ -123,44 +124,80 @@ def _environment(env: Dict[str, str]):
     return mock.patch.dict(os.environ, env)
 
 
-def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: BenchOptions) -> None:
+def _compile_counts() -> Dict[str, int]:
+    """torch._dynamo's running totals: graphs compiled and graph breaks met."""
+    from torch._dynamo.utils import counters
+    return {'graphs': counters['stats']['unique_graphs'], 'graph_breaks': sum(counters['graph_break'].values())}
+
+
+def _timing_worker(conn, model: torch.nn.Module, size, batch_size: int, opts: BenchOptions, mode: str = 'inference',
+                   grad_checkpointing: bool = False, second_size=None) -> None:
     """Child process: prepares one model, then answers each request `n` with the seconds of n forward passes
-    (None ends it). An error is sent back as a string."""
+    (mode 'inference') or n training steps (mode 'train': forward + backward + AdamW step), and the request
+    'report' with its peak memory, the seconds of its first call (compilation, under opts.compile) and, compiled
+    with a `second_size`, the graphs and graph breaks at the first size and the graphs a call at the second size
+    adds (recompiles). None ends it. An error is sent back as a string."""
     try:
         with num_threads(opts.threads):
             torch.manual_seed(0)
+            if grad_checkpointing:
+                model.set_grad_checkpointing(True)
             x = _inputs(model, size, batch_size, opts)
-            model = prepare_model(model, opts)
+            model = prepare_model(model, opts, train=mode == 'train')
             device = torch.device(opts.device)
+
+            def make_step(x):
+                if mode == 'train':
+                    return train_step(model, x, opts, optimizer='adamw')
+                return lambda: _infer(model, x, device, opts)
+
+            step, first_call_s = make_step(x), None
             for n in iter(conn.recv, None):
+                if n == 'report':
+                    report = dict(process_peak_memory(device), first_call_s=first_call_s)
+                    if opts.compile:
+                        report.update(_compile_counts())
+                        if second_size is not None:
+                            make_step(_inputs(model, second_size, batch_size, opts))()
+                            report['second_size_graphs'] = _compile_counts()['graphs'] - report['graphs']
+                    conn.send(report)
+                    continue
                 times = []
                 for _ in range(n):
                     _sync(device)
                     t0 = time.perf_counter()
-                    with torch.inference_mode(), _autocast(device, opts.amp):
-                        model(x)
+                    step()
                     _sync(device)
                     times.append(time.perf_counter() - t0)
+                first_call_s = times[0] if first_call_s is None else first_call_s
                 conn.send(times)
     except Exception as e:  # pragma: no cover - reported by the parent
         conn.send(f'{type(e).__name__}: {e}')
 
 
+def _infer(model, x, device, opts):
+    with torch.inference_mode(), _autocast(device, opts.amp):
+        return model(x)
+
+
 def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int, opts: BenchOptions, rounds: int,
-                      iters_per_round: int, progress=None, label: str = '',
-                      fault_free: bool = False) -> Dict[str, List[float]]:
-    """Seconds per forward pass of each model, each in its own process, in ABBA order over rounds."""
+                      iters_per_round: int, progress=None, label: str = '', fault_free: bool = False,
+                      worker_kwargs: Optional[Dict[str, Dict[str, Any]]] = None
+                      ) -> Tuple[Dict[str, List[float]], Dict[str, Dict[str, Any]]]:
+    """Seconds per forward pass (or training step) of each model, each in its own process, in ABBA order over
+    rounds; and each process's report (peak memory, first call, compile counts: see _timing_worker)."""
     ctx = mp.get_context('spawn')
     workers = {}
     try:
         for key, model in models.items():
             conn, child_conn = ctx.Pipe()
-            proc = ctx.Process(target=_timing_worker, args=(child_conn, model, size, batch_size, opts), daemon=True)
+            proc = ctx.Process(target=_timing_worker, args=(child_conn, model, size, batch_size, opts),
+                               kwargs=(worker_kwargs or {}).get(key, {}), daemon=True)
             with _environment(FAULT_FREE_MALLOC if fault_free else {}):
                 proc.start()
             workers[key] = (proc, conn)
 
-        def request(key: str, n: int) -> List[float]:
+        def request(key: str, n):
             conn = workers[key][1]
             conn.send(n)
             answer = conn.recv()
@@ -177,7 +214,7 @@ def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int,
                 times[key] += request(key, iters_per_round)
             if progress is not None:
                 progress.set_postfix_str(f'{label}: round {r + 1}/{rounds}')
-        return times
+        return times, {key: request(key, 'report') for key in keys}
     finally:
         for proc, conn in workers.values():
             try:
@@ -192,12 +229,21 @@ def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int,
 def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int = 8,
                  opts: Optional[BenchOptions] = None, rounds: int = 6, iters_per_round: int = 3,
                  atol: float = 1e-4, progress=None, model_kwargs: Optional[Dict[str, Any]] = None,
-                 fault_free: bool = False) -> Dict[str, Any]:
-    """Parity check then alternating timing (one process per model) of one zoo/timm pair; returns a result row."""
+                 fault_free: bool = False, mode: str = 'inference', grad_checkpointing: bool = False,
+                 second_size=None) -> Dict[str, Any]:
+    """Parity check then alternating timing (one process per model) of one zoo/timm pair; returns a result row.
+
+    mode 'inference' times eval-mode forward passes, 'train' training steps (forward + backward + AdamW, both models
+    with `grad_checkpointing` if set). Each process's peak memory is in the row; compiled (opts.compile), so are each
+    model's first-call seconds (compilation) and, for zoo's model, its graph breaks and the graphs a call at
+    `second_size` (default: input + 32 px per side) adds."""
     import timm
+    if mode not in ('inference', 'train'):
+        raise ValueError(f"mode must be 'inference' or 'train', got {mode!r}")
     opts = opts or BenchOptions()
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)[-2:]
-    row: Dict[str, Any] = {'zoo': zoo_name, 'timm': timm_name, 'input_size': list(size), 'batch_size': batch_size}
+    row: Dict[str, Any] = {'zoo': zoo_name, 'timm': timm_name, 'input_size': list(size), 'batch_size': batch_size,
+                           'mode': mode, 'grad_checkpointing': grad_checkpointing}
     with num_threads(opts.threads):
         torch.manual_seed(0)
         model_kwargs = dict(model_kwargs or {})
@@ -218,8 +264,13 @@ def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int 
         if not row['identical']:
             row['error'] = f'outputs differ by {diff:.3g} > {atol}; not timed'
             return row
-        times = _time_alternately({'zoo': zoo_model, 'timm': timm_model}, size, batch_size, opts, rounds,
-                                  iters_per_round, progress, zoo_name, fault_free)
+        kwargs = dict(mode=mode, grad_checkpointing=grad_checkpointing)
+        if opts.compile:
+            second_size = tuple(second_size or (s + 32 for s in size))
+            row['second_size'] = list(second_size)
+        times, reports = _time_alternately({'zoo': zoo_model, 'timm': timm_model}, size, batch_size, opts, rounds,
+                                           iters_per_round, progress, zoo_name, fault_free,
+                                           {'zoo': dict(kwargs, second_size=second_size), 'timm': kwargs})
         med = {k: statistics.median(v) for k, v in times.items()}
         rounds_ratio = [statistics.median(times['timm'][i:i + iters_per_round]) /
                         statistics.median(times['zoo'][i:i + iters_per_round])
@@ -229,7 +280,14 @@ def compare_pair(zoo_name: str, timm_name: str, input_size=224, batch_size: int 
             'zoo_ms': 1e3 * med['zoo'], 'timm_ms': 1e3 * med['timm'],
             'ratio': statistics.median(rounds_ratio), 'ratio_iqr': _quartiles(rounds_ratio),
             'ratio_rounds': rounds_ratio, 'fault_free': fault_free,
+            'zoo_peak_mb': reports['zoo']['peak_mb'], 'timm_peak_mb': reports['timm']['peak_mb'],
+            'memory_kind': reports['zoo']['kind'],
         })
+        if opts.compile:
+            z = reports['zoo']
+            row.update({'zoo_compile_s': z['first_call_s'], 'timm_compile_s': reports['timm']['first_call_s'],
+                        'zoo_graphs': z['graphs'], 'zoo_graph_breaks': z['graph_breaks'],
+                        'zoo_second_size_graphs': z.get('second_size_graphs')})
     return row
 
 
@@ -243,8 +301,8 @@ def _quartiles(values: List[float]) -> List[float]:
 
 def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Optional[BenchOptions] = None,
             rounds: int = 6, iters_per_round: int = 3, atol: float = 1e-4, progress: bool = True,
-            fault_free: bool = False) -> Dict[str, Any]:
-    """Every pair in turn; returns {'context', 'options', 'results'} (see report.context)."""
+            fault_free: bool = False, mode: str = 'inference', grad_checkpointing: bool = False) -> Dict[str, Any]:
+    """Every pair in turn (compare_pair); returns {'context', 'options', 'results'} (see report.context)."""
     from tqdm.auto import tqdm
 
     from .report import context
@@ -254,12 +312,14 @@ def compare(pairs: Dict[str, str], input_size=224, batch_size: int = 8, opts: Op
     for zoo_name, timm_name in bar:
         try:
             rows.append(compare_pair(zoo_name, timm_name, input_size, batch_size, opts, rounds, iters_per_round,
-                                     atol, progress=bar, fault_free=fault_free))
+                                     atol, progress=bar, fault_free=fault_free, mode=mode,
+                                     grad_checkpointing=grad_checkpointing))
         except Exception as e:
             rows.append({'zoo': zoo_name, 'timm': timm_name, 'error': f'{type(e).__name__}: {str(e)[:300]}'})
     return {'context': context(opts), 'options': dict(opts.to_dict(), input_size=input_size, batch_size=batch_size,
                                                       rounds=rounds, iters_per_round=iters_per_round, atol=atol,
-                                                      fault_free=fault_free),
+                                                      fault_free=fault_free, mode=mode,
+                                                      grad_checkpointing=grad_checkpointing),
             'results': rows}
 
 
@@ -298,22 +358,46 @@ def format_pooled(rows: List[Dict[str, Any]]) -> str:
 
 
 def format_compare(report: Dict[str, Any]) -> str:
-    lines = ['| zoo | timm | max abs diff | zoo img/s | timm img/s | zoo / timm | IQR | per-round ratios |',
-             '|---|---|---|---|---|---|---|---|']
+    o = report['options']
+    timed = [r for r in report['results'] if 'ratio' in r]
+    memory = any('zoo_peak_mb' in r for r in timed)
+    compiled = any('zoo_compile_s' in r for r in timed)
+    header = ['zoo', 'timm', 'max abs diff', 'zoo img/s', 'timm img/s', 'zoo / timm', 'IQR', 'per-round ratios']
+    if memory:
+        header.append('peak MB zoo / timm')
+    if compiled:
+        second = next((r['second_size'] for r in timed if r.get('second_size')), None)
+        header += ['compile s zoo / timm', 'zoo graphs / breaks',
+                   f'zoo recompiles at {second[0]}x{second[1]}' if second else 'zoo recompiles']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in report['results']:
         if 'ratio' in r:
             rr = ', '.join(f'{v:.2f}' for v in r['ratio_rounds'])
             lo, hi = r['ratio_iqr']
-            lines.append(f'| {r["zoo"]} | {r["timm"]} | {r["max_abs_diff"]:.2e} | {r["zoo_img_s"]:.2f} | '
-                         f'{r["timm_img_s"]:.2f} | **{r["ratio"]:.3f}x** | {lo:.2f}-{hi:.2f} | {rr} |')
+            cells = [r['zoo'], r['timm'], f'{r["max_abs_diff"]:.2e}', f'{r["zoo_img_s"]:.2f}', f'{r["timm_img_s"]:.2f}',
+                     f'**{r["ratio"]:.3f}x**', f'{lo:.2f}-{hi:.2f}', rr]
+            if memory:
+                cells.append(f'{r["zoo_peak_mb"]:.0f} / {r["timm_peak_mb"]:.0f}' if 'zoo_peak_mb' in r else '-')
+            if compiled:
+                cells += [f'{r["zoo_compile_s"]:.1f} / {r["timm_compile_s"]:.1f}',
+                          f'{r["zoo_graphs"]} / {r["zoo_graph_breaks"]}', str(r.get('zoo_second_size_graphs', '-'))]
         else:
             diff = f'{r["max_abs_diff"]:.2e}' if 'max_abs_diff' in r else '-'
-            lines.append(f'| {r["zoo"]} | {r["timm"]} | {diff} | - | - | - | - | {r.get("error", "")} |')
-    ctx, o = report['context'], report['options']
-    lines += ['', f'Options: input {o["input_size"]}, batch {o["batch_size"]}, device {o["device"]}, dtype {o["dtype"]}, '
-              f'amp {o["amp"]}, channels_last {o["channels_last"]}, compile {o["compile"]}, threads {ctx["threads"]}, '
-              f'{o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), warmup {o["warmup"]}'
-              + (', fault-free heap (FAULT_FREE_MALLOC).' if o.get('fault_free') else '.'),
+            cells = [r['zoo'], r['timm'], diff, '-', '-', '-', '-', r.get('error', '')] + ['-'] * (len(header) - 8)
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    ctx = report['context']
+    what = ('training steps (forward + backward + AdamW)' + (', grad checkpointing' if o.get('grad_checkpointing')
+                                                            else '')) if o.get('mode') == 'train' else 'inference'
+    lines += ['', f'Options: {what}, input {o["input_size"]}, batch {o["batch_size"]}, device {o["device"]}, '
+              f'dtype {o["dtype"]}, amp {o["amp"]}, channels_last {o["channels_last"]}, compile {o["compile"]}, '
+              f'threads {ctx["threads"]}, {o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), '
+              f'warmup {o["warmup"]}' + (', fault-free heap (FAULT_FREE_MALLOC).' if o.get('fault_free') else '.'),
               f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, {ctx.get("gpu") or ctx["cpu"]}, '
               f'load average {ctx.get("loadavg")}, {ctx["date_utc"]} UTC.']
+    if memory:
+        kind = next(r['memory_kind'] for r in timed if 'memory_kind' in r)
+        lines.append(f'Peak memory: each timing process\'s {kind}, whole run.')
+    if compiled:
+        lines.append('Compile s: the first call (compilation and one run); graphs / breaks: what dynamo compiled at the '
+                     'input size; recompiles: the graphs one call at the second size adds.')
     return '\n'.join(lines)

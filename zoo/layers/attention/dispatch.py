@@ -29,16 +29,24 @@ from typing import Callable, Dict, List, Optional
 __all__ = ['AttentionOp', 'force_backend', 'list_ops', 'get_op']
 
 _OPS: Dict[str, 'AttentionOp'] = {}
-_local = threading.local()
+
+
+class _ThreadState(threading.local):
+    """Per-thread state, set up by __init__ on each thread's first access. Not lazily in _forced(): torch.compile
+    would guard on the missing attribute and recompile the whole model on its second call."""
+
+    def __init__(self):
+        self.forced: Dict[str, str] = {}
+        for item in filter(None, os.environ.get('ZOO_ATTN_BACKEND', '').split(',')):
+            op, _, name = item.rpartition('=')
+            self.forced[op or '*'] = name
+
+
+_local = _ThreadState()
 
 
 def _forced() -> Dict[str, str]:
     """Backends forced for this thread: {op name or '*': backend name}."""
-    if not hasattr(_local, 'forced'):
-        _local.forced = {}
-        for item in filter(None, os.environ.get('ZOO_ATTN_BACKEND', '').split(',')):
-            op, _, name = item.rpartition('=')
-            _local.forced[op or '*'] = name
     return _local.forced
 
 

@@ -35,6 +35,7 @@ Backends (`force_backend(name, op='neighborhood')` picks one):
 * 'flex' (default on CUDA with rpb, or without NATTEN; head dim >= 16): `torch.nn.attention.flex_attention`, compiled,
   on the (B, heads, H*W, d) map: a cached BlockMask of the exact neighbourhood and a score_mod adding the rpb.
   Dilated maps are flattened group-major (each dilation group contiguous), so the BlockMask stays sparse.
+  Forced on CPU it runs compiled too when no gradient is needed (tests hold the CUDA path's mask to the reference).
 * 'natten': NATTEN's fused kernels (`natten.na2d`), for CUDA tensors when NATTEN imports and no rpb is
   passed (NATTEN >= 0.20 has no rpb). Models trained with rpb (the released NAT/DiNAT) take the other paths.
 """
@@ -257,12 +258,15 @@ def _flex_module():
         return None
 
 
-@functools.lru_cache(maxsize=1)
-def _flex_compiled():
-    """torch.compile(flex_attention), created once on first CUDA use: the fused Triton kernel (eager flex_attention
-    materializes the HW x HW scores). Kernel sizes are the only Python constants the mods close over (one compile
-    per kernel size); map sizes and dilations live in tensors, so new maps only change shapes."""
-    return torch.compile(_flex_module().flex_attention)
+@functools.lru_cache(maxsize=2)
+def _flex_compiled(device_type: str = 'cuda'):
+    """torch.compile(flex_attention), created once per device type on first use: the fused kernel (eager
+    flex_attention materializes the HW x HW scores). Kernel sizes are the only Python constants the mods close over
+    (one compile per kernel size); map sizes and dilations live in tensors, so new maps only change shapes.
+    CPU (forward only, for tests): static shapes, one compile per map size (past dynamo's recompile limit flex runs
+    eagerly, with torch's warning), because with dynamic shapes inductor's CPU flex template (torch 2.14.1) emits
+    C++ that does not compile (`cur_qSplitSize2` undeclared) for the tables the mods index."""
+    return torch.compile(_flex_module().flex_attention, dynamic=False if device_type == 'cpu' else None)
 
 
 @shape_cache(maxsize=64)
@@ -338,11 +342,14 @@ def _na_flex(q, k, v, kernel_size, dilation, rpb=None, scale=None):
     """flex_attention on the (B, heads, H * W, d) flattened map (group-major when dilated): the BlockMask skips key
     blocks outside every neighbourhood, the mask_mod keeps each query to its own k x k neighbours, the score_mod
     adds the rpb. Compiled (fused kernel, differentiable incl. rpb) on CUDA; eager elsewhere (materializes the
-    scores; torch has no flex backward on CPU), for testing only: 'flex' is chosen automatically for CUDA tensors."""
+    scores; torch has no flex backward on CPU), for testing only: 'flex' is chosen automatically for CUDA tensors.
+    On CPU without autograd the compiled kernel runs too (torch >= 2.14 compiles flex's forward for CPU, BlockMask
+    sparsity and score_mod included), so the CUDA path's mask and score_mod are testable without a GPU."""
     B, H, W, heads, d = q.shape
     tables, block_mask, perm, inverse = _flex_plan(H, W, tuple(kernel_size), tuple(dilation), q.device)
     score_mod = None if rpb is None else _flex_rpb_score_mod(rpb, tables[1], tables[2])
-    flex = _flex_compiled() if q.is_cuda else _flex_module().flex_attention
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, rpb))
+    flex = _flex_compiled(q.device.type) if q.is_cuda or not needs_grad else _flex_module().flex_attention
 
     def tokens(x):  # (B, H, W, heads, d) -> (B, heads, H * W, d), group-major when dilated
         x = x.reshape(B, H * W, heads, d)

@@ -1,0 +1,43 @@
+"""tools/gpu_check.py's dry run (--device cpu --quick), so the GPU check cannot rot before a GPU arrives: every
+section runs, writes its JSON and markdown, and each backend row holds its backend to the reference."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
+
+
+def test_gpu_check_quick_dry_run_on_cpu(tmp_path):  # ~60 s on 2 busy cores (two timing processes, DiNAT-T at 64 px)
+    import gpu_check
+    assert gpu_check.main(['--device', 'cpu', '--quick', '--threads', '1', '--out', str(tmp_path)]) == 0
+    report = json.loads((tmp_path / 'gpu_check.json').read_text())
+    assert report['failures'] == []
+    from zoo.layers.attention import list_ops
+    backends = {(r['op'], r['backend']) for r in report['backends']}
+    assert backends == {(op, b) for op, names in list_ops().items() for b in names if b != 'reference'}
+    ran = [r for r in report['backends'] if r['status'] == 'ok']
+    assert {r['op'] for r in ran} == set(list_ops()) and {r['dtype'] for r in ran} == {'fp32', 'bf16'}
+    assert all(r['forward_error'] < 1e-4 for r in ran if r['dtype'] == 'fp32')
+    assert any(r['backend'] == 'sdpa' and 'backward_error' in r for r in ran)
+    assert [r['status'] for r in report['train']] == ['ok'] and report['train'][0]['output_dtype'] == 'bfloat16'
+    (pair,) = report['vs_timm']
+    assert pair['mode'] == 'train' and pair['ratio'] > 0 and pair['zoo_peak_mb'] > 0
+    assert {(r['backend'], r['rpb'], r['mode']) for r in report['dinat'] if r['status'] == 'ok'} == {
+        ('cpu', rpb, mode) for rpb in (True, False) for mode in ('inference', 'train')}
+    table = (tmp_path / 'gpu_check.md').read_text()
+    assert '| dense | sdpa | self 49 tokens + bias | fp32 |' in table and 'Failures: 0' in table
+
+
+def test_gpu_check_counts_failures_and_limits():
+    from zoo.profile.gpu_check import failures
+    report = {'backends': [{'op': 'dense', 'backend': 'sdpa', 'call': 'c', 'dtype': 'bf16', 'status': 'MISMATCH'},
+                           {'op': 'dense', 'backend': 'native', 'call': 'c', 'dtype': 'bf16', 'status': 'n/a'},
+                           {'op': 'x', 'backend': 'y', 'call': 'c', 'dtype': 'fp32', 'status': 'skipped (time)'}],
+              'train': [{'model': 'zoo_a', 'status': 'NON-FINITE'}],
+              'vs_timm': [{'zoo': 'zoo_a', 'timm': 'a', 'mode': 'train', 'error': 'skipped (section time limit)'}]}
+    assert failures(report) == ['backend dense/sdpa c bf16: MISMATCH', 'zoo_a train step: NON-FINITE']
+    import gpu_check
+    with pytest.raises(SystemExit):
+        gpu_check.main(['--out', '/tmp/unused', '--device', 'cpu', '--limit', 'bogus=3'])
