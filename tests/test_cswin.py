@@ -213,3 +213,17 @@ def test_other_variants_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointMismatchError, match='missing'):
         timm.create_model('zoo_cswin_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path, num_classes=10),
                           **dict(TINY, depths=(1, 2, 2, 1)))
+
+
+def test_flop_count_of_the_mixer():
+    """Projections, per-branch LePE and the stripes' q @ k^T + attn @ v, counted exactly (padding not counted
+    as work: each branch attends over its padded map, as computed)."""
+    from zoo.profile.flops import flop_report
+    C, heads, H, W = 32, 4, 6, 9  # split 2: vertical stripes 6 x 2 over W padded to 10, horizontal 2 x 9
+    m = CSWinAttention(C, heads, split_size=2)
+    macs = flop_report(m, inputs=torch.randn(1, H, W, C))['macs']
+    d = C // heads
+    linear = H * W * C * 3 * C + H * W * C * C
+    lepe = H * 10 * (C // 2) * 9 + H * W * (C // 2) * 9
+    attention = 5 * (heads // 2) * 12 ** 2 * 2 * d + 3 * (heads // 2) * 18 ** 2 * 2 * d
+    assert macs == linear + lepe + attention, (macs, linear + lepe + attention)
