@@ -16,6 +16,10 @@ Fixture tests/fixtures/cswin_tiny_cfg.pth was produced once, outside this repo, 
      seed 62), 'features_any' = its stage 2-4 outputs (NCHW) for input_any / 32, 'output_any' =
      model.head(model.norm(stage 4 tokens).mean(1)). At 168 x 296 every stripe branch of stages 2-3 pads
      (21 x 37 and 11 x 19 maps, odd pads split unevenly).
+Fixture tests/fixtures/agent_cswin_tiny_cfg.pth: the same recipe with LeapLabTHU/Agent-Attention@207ce3eb357b22ef8a15f8fa21cd1f14697bbaba
+  agent_transformer/models/agent_cswin.py: CSWinTransformer(..., same config, attn_type='AABB',
+  la_split_size='56-28-14-7', agent_num=['9', '16', '49', '49']); parameters perturbed with generator seed 80
+  (0.5 * N(0, 1) for the agent bias terms *_bias, 0.1 * N(0, 1) otherwise); input seed 81.
 Fixture tests/fixtures/inline_cswin_tiny_cfg.pth: the same recipe with LeapLabTHU/InLine@e463a6f4dbb95893726b294ff83f61a58644bf6e
   models/inline_cswin.py: CSWinTransformer(..., same config, attn_type='IISS', la_split_size='56-28-14-7'),
   generator seeds 70 / 71 (their code runs at the trained square size only).
@@ -149,6 +153,13 @@ def test_cswin_matches_authors_segmentation_backbone_non_square():
 def test_inline_cswin_matches_authors_code_at_224():
     fx = fixture('inline_cswin_tiny_cfg.pth')
     model = zoo_model('zoo_inline_cswin_tiny', 'inline_cswin_tiny_cfg.pth')
+    torch.testing.assert_close(model(fx['input'].double() / 32), fx['output'], atol=1e-12, rtol=0)
+
+
+@torch.no_grad()
+def test_agent_cswin_matches_authors_code_at_224():
+    fx = fixture('agent_cswin_tiny_cfg.pth')
+    model = zoo_model('zoo_agent_cswin_tiny', 'agent_cswin_tiny_cfg.pth')
     torch.testing.assert_close(model(fx['input'].double() / 32), fx['output'], atol=1e-12, rtol=0)
 
 

@@ -2,8 +2,8 @@
 from . import swin
 from . import nat
 from . import biformer, litv2
-from . import agent
 from . import cswin
+from . import agent
 from . import inline
 from . import focalnet, poolformer, shvit
 from . import maxvit, davit, convit

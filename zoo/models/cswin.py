@@ -12,6 +12,7 @@ Checkpoints: the authors' release (microsoft/CSWin-Transformer) loads strictly t
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -126,8 +127,19 @@ class CSWin(Backbone):
 #   stage{s}.{j}.{norm1,norm2,mlp}   -> stages.{s-1}.blocks.{j}.{norm1,norm2,mlp}
 #   merge{s}.{conv,norm}             -> stages.{s}.downsample.{proj,norm}
 #   head                             -> head.fc
-def cswin_rename(state_dict):
-    """The authors' CSWin layout -> zoo's."""
+def cswin_rename(state_dict, global_mixer: Optional[Tuple[str, Dict[str, str]]] = None):
+    """The authors' CSWin layout -> zoo's.
+
+    global_mixer = (marker, renames): the hybrids' (InLine-, Agent-CSWin) blocks whose single branch attns.0 has
+    a key containing `marker` hold another mixer; their attns.0.<name> become attn.<renames.get(name, name)>.
+    """
+    if global_mixer is not None:
+        marker, renames = global_mixer
+        blocks = sorted({k.split('.attns.')[0] for k in state_dict if f'.attns.0.{marker}' in k})
+        if blocks:
+            state_dict = rename(state_dict, [(
+                r'^(' + '|'.join(map(re.escape, blocks)) + r')\.attns\.0\.([a-z_]+)',
+                lambda m: f'{m.group(1)}.attn.{renames.get(m.group(2), m.group(2))}')])
     return rename(state_dict, [
         (r'^stage1_conv_embed\.0\.', 'stem.proj.'),
         (r'^stage1_conv_embed\.2\.', 'stem.norm.'),

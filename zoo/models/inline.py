@@ -10,7 +10,6 @@ attention blocks' relative position tables are resampled by the Swin filter.
 """
 from __future__ import annotations
 
-import re
 from typing import Optional, Sequence
 
 from timm.models import generate_default_cfgs
@@ -19,7 +18,6 @@ from ..layers import InLineAttention
 from . import cswin, deit, pvt, swin
 from .agent import deit_rename, pvt_rename
 from ._builder import build_model, cfg, register_variants
-from ._convert import rename
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit', 'checkpoint_filter_cswin']
@@ -61,17 +59,10 @@ def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] =
 
 def checkpoint_filter_cswin(state_dict, model):
     """Authors' InLine-CSWin release (the CSWin layout; an InLine block has one branch, attns.0, with the InLine
-    residual next to get_v) -> zoo CSWin layout: an InLine block's attns.0.{get_v,residual} are its
-    InLineAttention's lepe and residual."""
+    residual next to get_v) -> zoo CSWin layout: the InLineAttention's residual and lepe."""
     if any(k.startswith('stages.') for k in state_dict):
         return state_dict
-    inline_blocks = sorted({k.split('.attns.')[0] for k in state_dict if '.attns.0.residual.' in k})
-    if inline_blocks:
-        state_dict = rename(state_dict, [
-            (r'^(' + '|'.join(map(re.escape, inline_blocks)) + r')\.attns\.0\.get_v\.', r'\1.attn.lepe.'),
-            (r'\.attns\.0\.residual\.', '.attn.residual.'),
-        ])
-    return cswin.cswin_rename(state_dict)
+    return cswin.cswin_rename(state_dict, global_mixer=('residual.', {'get_v': 'lepe'}))
 
 
 def _create_cswin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 4, 18, 1),
