@@ -130,10 +130,12 @@ def authors_forward(sd, image, heads=HEADS, splits=SPLITS):
 
 
 # --- against the authors' code -----------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['zoo_cswin_tiny', 'zoo_inline_cswin_tiny', 'zoo_agent_cswin_tiny'])
 @torch.no_grad()
-def test_cswin_matches_authors_code_at_224():
-    fx = fixture('cswin_tiny_cfg.pth')
-    model = zoo_model('zoo_cswin_tiny', 'cswin_tiny_cfg.pth')
+def test_matches_authors_code_at_224(name):
+    fixture_name = name[4:-5] + '_tiny_cfg.pth'
+    fx = fixture(fixture_name)
+    model = zoo_model(name, fixture_name)
     torch.testing.assert_close(model(fx['input'].double() / 32), fx['output'], atol=1e-12, rtol=0)
 
 
@@ -147,20 +149,6 @@ def test_cswin_matches_authors_segmentation_backbone_non_square():
     feats = model.forward_intermediates(x, indices=[1, 2, 3], intermediates_only=True)
     for ours, theirs in zip(feats, fx['features_any']):
         torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=0)
-
-
-@torch.no_grad()
-def test_inline_cswin_matches_authors_code_at_224():
-    fx = fixture('inline_cswin_tiny_cfg.pth')
-    model = zoo_model('zoo_inline_cswin_tiny', 'inline_cswin_tiny_cfg.pth')
-    torch.testing.assert_close(model(fx['input'].double() / 32), fx['output'], atol=1e-12, rtol=0)
-
-
-@torch.no_grad()
-def test_agent_cswin_matches_authors_code_at_224():
-    fx = fixture('agent_cswin_tiny_cfg.pth')
-    model = zoo_model('zoo_agent_cswin_tiny', 'agent_cswin_tiny_cfg.pth')
-    torch.testing.assert_close(model(fx['input'].double() / 32), fx['output'], atol=1e-12, rtol=0)
 
 
 # --- against the independent re-derivation --------------------------------------------------------------------------
@@ -219,7 +207,7 @@ def test_mixer_shapes_and_errors():
         CSWinAttention(30, 3, split_size=7)
 
 
-def test_other_variants_checkpoint_is_a_clear_error(tmp_path):
+def test_other_variants_checkpoint_is_a_clear_error():
     path = str(FIXTURES / 'cswin_tiny_cfg.pth')
     with pytest.raises(CheckpointMismatchError, match='missing'):
         timm.create_model('zoo_cswin_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path, num_classes=10),
