@@ -226,3 +226,13 @@ def test_flop_count_of_the_mixer():
     lepe = H * 10 * (C // 2) * 9 + H * W * (C // 2) * 9
     attention = 5 * (heads // 2) * 12 ** 2 * 2 * d + 3 * (heads // 2) * 18 ** 2 * 2 * d
     assert macs == linear + lepe + attention, (macs, linear + lepe + attention)
+
+
+@torch.no_grad()
+def test_set_input_size_resamples_agent_terms():
+    model = timm.create_model('zoo_agent_cswin_tiny', **TINY).eval()
+    attn = model.stages[1].blocks[0].attn
+    assert attn.ah_bias.shape[-2] == 28
+    model.set_input_size(img_size=(160, 96))
+    assert attn.window_size == (20, 12) and attn.ah_bias.shape[-2] == 20 and attn.aw_bias.shape[-1] == 12
+    assert model(torch.randn(1, 3, 160, 96)).shape == (1, 10)

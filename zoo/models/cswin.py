@@ -7,7 +7,9 @@ InLine-CSWin (zoo/models/inline.py) is this host with InLine attention in some b
 
 Any input size: the stem and merges give ceil(H / 4), ceil(H / 8), ... maps (the authors' sizes wherever
 theirs run), and each stripe branch pads inside to a multiple of its width and crops back (the authors'
-segmentation backbone's padding, see zoo/layers/attention/cswin.py). Nothing depends on the input size.
+segmentation backbone's padding, see zoo/layers/attention/cswin.py). CSWin itself has no size-dependent state;
+hybrid mixers that do (Agent-CSWin's bias terms) are built for the maps at `img_size` and resampled by
+`set_input_size`.
 Checkpoints: the authors' release (microsoft/CSWin-Transformer) loads strictly through the filter below.
 """
 from __future__ import annotations
@@ -114,9 +116,13 @@ class CSWin(Backbone):
     _feat_sizes = Swin._feat_sizes
 
     def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Set the resolution the model is built for (nothing in CSWin depends on it: stripes pad at any size)."""
+        """Set the resolution the model is built for: mixers with position terms sized for their stage's map
+        (Agent-CSWin's) are resampled; CSWin's stripes need nothing (they pad at any size)."""
         if img_size is not None:
             self.img_size = to_2tuple(img_size)
+        for stage, feat_size in zip(self.stages, self._feat_sizes(self.img_size, len(self.stages))):
+            for block in stage.blocks:
+                block.set_input_size(feat_size, feat_size)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
