@@ -2,6 +2,7 @@
 from . import swin
 from . import nat
 from . import biformer, litv2
+from . import cswin
 from . import agent
 from . import inline
 from . import focalnet, poolformer, shvit

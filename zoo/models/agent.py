@@ -2,7 +2,8 @@
 
 The agent mixer (zoo/layers/attention/agent.py) composed into the hosts the authors release:
 Agent-Swin = the Swin host with global agent attention in the first blocks (per the authors' ATTN_TYPE) and
-Swin window attention elsewhere.
+Swin window attention elsewhere; Agent-CSWin = the CSWin host with global agent attention in its first two stages
+(the agent mixer's depthwise conv of V is the authors' get_v) and cross-shaped window attention in the others.
 Checkpoints: the authors' release (LeapLabTHU/Agent-Attention, {'model': state_dict} in the official Swin
 layout plus the agent parameters) loads strictly; the position-dependent agent terms are resampled when
 the model is built for another size than the checkpoint.
@@ -16,13 +17,13 @@ import torch
 from timm.models import generate_default_cfgs
 
 from ..layers import AgentAttention, resize_agent_biases
-from . import deit, pvt, swin
+from . import cswin, deit, pvt, swin
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import note_resampled, rename
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['resize_agent_tables', 'checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit',
-           'pvt_rename', 'deit_rename']
+           'checkpoint_filter_cswin', 'pvt_rename', 'deit_rename']
 
 _GRID_BIASES = ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
 
@@ -115,6 +116,25 @@ def _create_deit(variant: str, pretrained: bool = False, depth: int = 12, agent_
                        depth=depth, mixer_args=mixer_args, **kwargs)
 
 
+def checkpoint_filter_cswin(state_dict, model):
+    """Authors' Agent-CSWin release (the CSWin layout; an agent block has one branch, attns.0, with the agent bias
+    terms next to get_v) -> zoo CSWin layout (get_v is the AgentAttention's dwc); agent terms resampled."""
+    if not any(k.startswith('stages.') for k in state_dict):
+        state_dict = cswin.cswin_rename(state_dict, global_mixer=('an_bias', {'get_v': 'dwc'}))
+    return resize_agent_tables(state_dict, model)
+
+
+def _create_cswin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 4, 18, 1),
+                  agent_num: Sequence[int] = (9, 16, 49, 49), agent_shapes=None, **kwargs):
+    """Agent attention (global, sized for each stage's map at the built size) in every block of stages 1-2 (the
+    authors' ATTN_TYPE 'AABB', CSWIN_LA_SPLIT_SIZE = those maps), CSWin attention in stages 3-4."""
+    args = _agent_args(agent_num, agent_shapes)
+    mixer_args = [[dict(mixer_layer=AgentAttention, **args[i]) if i < 2 else {} for _ in range(d)]
+                  for i, d in enumerate(depths)]
+    return build_model(cswin.CSWin, variant, pretrained, num_stages=len(depths),
+                       checkpoint_filter=checkpoint_filter_cswin, depths=depths, mixer_args=mixer_args, **kwargs)
+
+
 _URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
 default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_agent_swin_tiny.in1k': cfg(_URL.format('a2ddc1190c224f768a41')),
@@ -131,6 +151,11 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_agent_deit_tiny.in1k': cfg(_URL.format('57e0904221824ee7b7af'), pool_size=None),
     'zoo_agent_deit_small.in1k': cfg(_URL.format('fdd43304372541db8ea7'), pool_size=None),
     'zoo_agent_deit_base.in1k': cfg(_URL.format('5115f15fdd7e4ab58fbc'), pool_size=None),
+    'zoo_agent_cswin_tiny.in1k': cfg(_URL.format('8c562a74441e46d5902b')),
+    'zoo_agent_cswin_small.in1k': cfg(_URL.format('30eb8af675bc4b7a8747')),
+    'zoo_agent_cswin_base.in1k': cfg(_URL.format('c8035b0839b2410c8c9f')),
+    'zoo_agent_cswin_base_384.in1k': cfg(_URL.format('1239be0df44b47719432'), input_size=(3, 384, 384),
+                                         pool_size=(12, 12), crop_pct=1.0),
 }))
 
 # the authors' cfgs/agent_swin_*.yaml: global_blocks[i] = leading agent blocks of stage i (ATTN_TYPE), agents 9-16-49-49
@@ -168,3 +193,15 @@ AGENT_DEIT_VARIANTS = {
     'zoo_agent_deit_base': dict(embed_dim=768, num_heads=12, agent_num=81, agent_blocks=4, drop_path_rate=0.3),
 }
 register_variants(_create_deit, AGENT_DEIT_VARIANTS, __name__)
+
+# the authors' models/agent_cswin.py + cfgs/agent_cswin_*.yaml: the depths of InLine-CSWin, CSWin widths and heads,
+# ATTN_TYPE AABB with agents 9-16; stripe widths 1-2-7 (224) / 1-2-12 (384), stage 4 global
+_CS = dict(embed_dim=64, num_heads=(2, 4, 8, 16))
+AGENT_CSWIN_VARIANTS = {
+    'zoo_agent_cswin_tiny': dict(**_CS, depths=(2, 4, 18, 1), drop_path_rate=0.2),
+    'zoo_agent_cswin_small': dict(**_CS, depths=(3, 6, 29, 2), drop_path_rate=0.4),
+    'zoo_agent_cswin_base': dict(embed_dim=96, num_heads=(4, 8, 16, 32), depths=(3, 6, 29, 2), drop_path_rate=0.5),
+    'zoo_agent_cswin_base_384': dict(embed_dim=96, num_heads=(4, 8, 16, 32), depths=(3, 6, 29, 2), img_size=384,
+                                     split_size=cswin.SPLIT_384, drop_path_rate=0.7),
+}
+register_variants(_create_cswin, AGENT_CSWIN_VARIANTS, __name__)

@@ -2,24 +2,25 @@
 
 The injective linear attention mixer (zoo/layers/attention/inline.py) composed into the authors' hosts:
 InLine-Swin = the Swin host with global InLine attention in the first blocks (per the authors' ATTN_TYPE)
-and Swin window attention elsewhere.
+and Swin window attention elsewhere; InLine-CSWin = the CSWin host with global InLine attention (plus CSWin's
+LePE) in its first two stages and cross-shaped window attention in the others.
 Checkpoints: the authors' release (LeapLabTHU/InLine, {'model': state_dict} in the official Swin layout plus
 the InLine parameters) loads strictly. InLine itself has no position-dependent parameters; the window
 attention blocks' relative position tables are resampled by the Swin filter.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from timm.models import generate_default_cfgs
 
 from ..layers import InLineAttention
-from . import deit, pvt, swin
+from . import cswin, deit, pvt, swin
 from .agent import deit_rename, pvt_rename
 from ._builder import build_model, cfg, licensed, register_variants
 from ._hybrid import hybrid_swin_args
 
-__all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit']
+__all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit', 'checkpoint_filter_cswin']
 
 
 def checkpoint_filter_swin(state_dict, model):
@@ -56,6 +57,26 @@ def _create_swin(variant: str, pretrained: bool = False, depths: Sequence[int] =
                        checkpoint_filter=checkpoint_filter_swin, **args, **kwargs)
 
 
+def checkpoint_filter_cswin(state_dict, model):
+    """Authors' InLine-CSWin release (the CSWin layout; an InLine block has one branch, attns.0, with the InLine
+    residual next to get_v) -> zoo CSWin layout: the InLineAttention's residual and lepe."""
+    if any(k.startswith('stages.') for k in state_dict):
+        return state_dict
+    return cswin.cswin_rename(state_dict, global_mixer=('residual.', {'get_v': 'lepe'}))
+
+
+def _create_cswin(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 4, 18, 1),
+                  inline_blocks: Optional[Sequence[int]] = None, **kwargs):
+    """inline_blocks[i]: leading blocks of stage i with InLine attention (default: all of stages 1-2, the
+    authors' ATTN_TYPE 'IISS'); they are global at any size (the authors' CSWIN_LA_SPLIT_SIZE is each stage's
+    map at the trained size)."""
+    inline_blocks = inline_blocks if inline_blocks is not None else (depths[0], depths[1]) + (0,) * (len(depths) - 2)
+    inline = dict(mixer_layer=InLineAttention, lepe_kernel=3, kernel_from_block_input=True)
+    mixer_args = [[dict(inline) if j < inline_blocks[i] else {} for j in range(d)] for i, d in enumerate(depths)]
+    return build_model(cswin.CSWin, variant, pretrained, num_stages=len(depths),
+                       checkpoint_filter=checkpoint_filter_cswin, depths=depths, mixer_args=mixer_args, **kwargs)
+
+
 _URL = 'https://cloud.tsinghua.edu.cn/f/{}/?dl=1'
 default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_inline_swin_tiny.in1k': cfg(_URL.format('32810869fcc34410966b')),
@@ -70,6 +91,9 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_inline_deit_tiny.in1k': cfg(_URL.format('1d6b8191ad6d4114b291'), pool_size=None),
     'zoo_inline_deit_small.in1k': cfg(_URL.format('2f3898b07e9247f3beb3'), input_size=(3, 288, 288), pool_size=None),
     'zoo_inline_deit_base.in1k': cfg(_URL.format('10bdd726d4b0435eb34e'), input_size=(3, 448, 448), pool_size=None),
+    'zoo_inline_cswin_tiny.in1k': cfg(_URL.format('49fa2ecc543647c4b970')),
+    'zoo_inline_cswin_small.in1k': cfg(_URL.format('59f4e65f776f4052b93c')),
+    'zoo_inline_cswin_base.in1k': cfg(_URL.format('91e17121df284ae38521')),
 }))
 
 # the authors' cfgs/inline_swin_*.yaml: global_blocks[i] = leading InLine blocks of stage i (ATTN_TYPE)
@@ -104,3 +128,12 @@ INLINE_DEIT_VARIANTS = {
     'zoo_inline_deit_base': dict(embed_dim=384, num_heads=12, img_size=448, drop_path_rate=0.1),
 }
 register_variants(_create_deit, INLINE_DEIT_VARIANTS, __name__)
+
+# the authors' models/inline_cswin.py + cfgs/inline_cswin_*.yaml: their own depths (deeper than CSWin-T/S/B), CSWin
+# widths and heads, ATTN_TYPE IISS, stripe widths 1-2-7 at 224 (stage 4 global)
+INLINE_CSWIN_VARIANTS = {
+    'zoo_inline_cswin_tiny': dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), drop_path_rate=0.2),
+    'zoo_inline_cswin_small': dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), drop_path_rate=0.4),
+    'zoo_inline_cswin_base': dict(embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+}
+register_variants(_create_cswin, INLINE_CSWIN_VARIANTS, __name__)

@@ -8,6 +8,7 @@ from .window import (
 )
 from .agent import AgentAttention, agent_attention, agent_position_biases, resize_agent_biases
 from .inline import InLineAttention, dynamic_depthwise_conv, inline_attention
+from .cswin import CSWinAttention, cswin_attention, stripe_attention
 from .routing import AttentionLePE, BiLevelRoutingAttention, region_routing, routing_attention
 from .hilo import HiLo, hifi_attention, lofi_attention
 from .single_head import SingleHeadAttention, single_head_attention

@@ -26,11 +26,12 @@ Size2 = Tuple[int, int]
 
 
 def inline_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: Optional[float] = None) -> torch.Tensor:
-    """Injective linear attention. q, k, v: (B, heads, N, d) -> (B, heads, N, d), computed in fp32."""
+    """Injective linear attention. q, k, v: (B, heads, N, d) -> (B, heads, N, d), computed in fp32 (float64 stays)."""
     dtype = q.dtype
+    compute = torch.promote_types(dtype, torch.float32)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = q.float(), k.float(), v.float()
+        q, k, v = q.to(compute), k.to(compute), v.to(compute)
         kv = k.transpose(-2, -1) @ v / k.shape[-2]          # B, heads, d, d
         k_mean = k.mean(dim=-2, keepdim=True)               # B, heads, 1, d
         v_mean = v.mean(dim=-2, keepdim=True)               # B, heads, 1, d
@@ -68,11 +69,16 @@ class InLineAttention(nn.Module):
 
     window_size / shift_size are accepted for host compatibility (Swin) and ignored: the mixer is global and
     has no position-dependent parameters.
+
+    InLine-CSWin's form: `lepe_kernel` > 0 adds CSWin's LePE (a depthwise conv of V, key `lepe`) to the output,
+    and `kernel_from_block_input` predicts the residual kernel from the mean of the block's input before its
+    norm (the host passes it as `block_input`) instead of the mean of the mixer's input.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: Size2 = (7, 7), shift_size: Size2 = (0, 0),
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0., kernel_func: str = 'identity',
-                 residual_kernel: int = 3, num_prefix_tokens: int = 0):
+                 residual_kernel: int = 3, num_prefix_tokens: int = 0, lepe_kernel: int = 0,
+                 kernel_from_block_input: bool = False):
         super().__init__()
         if kernel_func not in _KERNELS:
             raise ValueError(f'kernel_func must be one of {list(_KERNELS)}, got {kernel_func!r}')
@@ -87,21 +93,27 @@ class InLineAttention(nn.Module):
             nn.GELU(),
             nn.Conv1d(dim, dim * residual_kernel ** 2, kernel_size=1, groups=num_heads),
         )
+        self.lepe = nn.Conv2d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe_kernel else None
+        self.reads_block_input = kernel_from_block_input
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def set_window_size(self, window_size: Size2, shift_size: Size2 = (0, 0)) -> None:
         pass  # nothing depends on the size
 
-    def forward(self, x: torch.Tensor, feat_size: Optional[Size2] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, feat_size: Optional[Size2] = None,
+                block_input: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: a (B, H, W, C) map, or (B, P + H * W, C) tokens (P prefix tokens first) with feat_size=(H, W).
-        Prefix tokens take part in the attention and the mean token; the local residual acts on the map."""
+        Prefix tokens take part in the attention and the mean token; the local residual acts on the map.
+        block_input: x's shape; its mean predicts the residual kernel when `kernel_from_block_input`."""
         if x.ndim == 4:
             B, H, W, C = x.shape
-            return self.mix_tokens(x.reshape(B, H * W, C), (H, W)).reshape(B, H, W, C)
-        return self.mix_tokens(x, feat_size)
+            if block_input is not None:
+                block_input = block_input.reshape(B, H * W, C)
+            return self.mix_tokens(x.reshape(B, H * W, C), (H, W), block_input).reshape(B, H, W, C)
+        return self.mix_tokens(x, feat_size, block_input)
 
-    def mix_tokens(self, x: torch.Tensor, feat_size: Size2) -> torch.Tensor:
+    def mix_tokens(self, x: torch.Tensor, feat_size: Size2, block_input: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, L, C = x.shape
         H, W = feat_size
         P = self.num_prefix_tokens
@@ -110,9 +122,15 @@ class InLineAttention(nn.Module):
         out = inline_attention(phi(q) if phi else q, phi(k) if phi else k, v)
         out = out.transpose(1, 2).reshape(B, L, C)
         r = self.residual_kernel
-        kernel = self.residual(x.mean(dim=1).unsqueeze(-1)).view(B, C, r, r)
+        if self.reads_block_input and block_input is None:
+            raise ValueError('this InLineAttention predicts its residual kernel from the block input: pass block_input')
+        source = block_input if self.reads_block_input else x
+        kernel = self.residual(source.mean(dim=1).unsqueeze(-1)).view(B, C, r, r)
         v_map = v[:, :, P:].transpose(-2, -1).reshape(B, C, H, W)
-        local = dynamic_depthwise_conv(v_map, kernel).flatten(2).transpose(1, 2).to(out.dtype)
+        local = dynamic_depthwise_conv(v_map, kernel)
+        if self.lepe is not None:
+            local = local + self.lepe(v_map)
+        local = local.flatten(2).transpose(1, 2).to(out.dtype)
         out = torch.cat([out[:, :P], out[:, P:] + local], dim=1) if P else out + local
         return self.proj_drop(self.proj(out))
 
