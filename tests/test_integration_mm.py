@@ -396,3 +396,38 @@ def test_upernet_toy_training_end_to_end(toy_root, tmp_path):
     labels = [np.array(Image.open(p)) for p in glob.glob(osp.join(toy_root, 'seg/annotations/training/*.png'))]
     constant = 100 * np.mean([(lab == 1).mean() for lab in labels]) / 4
     assert metrics['mIoU'] > constant + 5, (metrics, constant)
+
+
+# --- faults during training -------------------------------------------------------------------------------
+def _state_dict_of_own_checkpoint(path):
+    """The weights of an mmengine checkpoint this test itself just wrote. Its `meta` (message hub) holds numpy
+    scalars that weights_only=True refuses; a trusted file of our own, so plain unpickling is acceptable here."""
+    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']  # noqa: S614
+
+
+@pytest.mark.slow  # three tools/train_det.py processes of 8 iterations: ~2 min on 2 cores
+def test_det_killed_mid_checkpoint_resumes_to_the_same_weights(toy_root, tmp_path):
+    """tools/train_det.py SIGKILLed while writing iter_8.pth (max_keep_ckpts=1: mmengine's CheckpointHook deletes
+    iter_4.pth before writing its successor, so nothing would be left): ZooCheckpointHook keeps iter_4.pth and
+    last_checkpoint names it; `--resume` continues from it (across the toy set's epoch boundary at iteration 4)
+    to bit-identical weights, RNG included (drop path, RPN / RoI sampling)."""
+    sys.path.insert(0, osp.dirname(__file__))
+    from test_train import run_killed_during_save, run_tool
+    config = osp.join(ROOT, 'configs/det/swin/mask_rcnn_zoo_swin_tiny_fpn_ms_1x_coco.py')
+    args = [config, '--toy', toy_root, '--toy-size', '96', '--iters', '8', '--cpu', '--cfg-options',
+            'model.backbone.pretrained=None', 'model.backbone.drop_path_rate=0.1', 'default_hooks.checkpoint.interval=4',
+            'val_cfg=None', 'val_dataloader=None', 'val_evaluator=None', 'randomness.seed=0',
+            'randomness.deterministic=True', *SMALL_MASK_RCNN]
+    run_tool('train_det.py', *args, '--work-dir', tmp_path / 'a')
+    partial = run_killed_during_save('train_det.py', tmp_path / 'b', 'iter_*.pth', 2, *args, '--work-dir', tmp_path / 'b')
+    assert partial.name == 'iter_8.pth.tmp'
+    assert (tmp_path / 'b' / 'last_checkpoint').read_text() == str(tmp_path / 'b' / 'iter_4.pth')
+    assert _state_dict_of_own_checkpoint(tmp_path / 'b' / 'iter_4.pth')
+    r = run_tool('train_det.py', *args, '--work-dir', tmp_path / 'b', '--resume')
+    assert 'resumed' in r.stdout + r.stderr
+    a = _state_dict_of_own_checkpoint(tmp_path / 'a' / 'iter_8.pth')
+    b = _state_dict_of_own_checkpoint(tmp_path / 'b' / 'iter_8.pth')
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert sorted(p.name for p in (tmp_path / 'b').glob('*.pth*')) == ['iter_8.pth']
