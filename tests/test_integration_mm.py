@@ -90,8 +90,17 @@ def _family(model_name):
     return _VARIANT.sub('', model_name[len('zoo_'):])
 
 
+_SIZES = ('tiny', 'mini', 'small', 'medium', 'base', 'large')  # 'tiny' first: most families' reference size
+
+
+def _size_key(model_name):
+    """Smaller first: tiny, mini, small, ..., then PoolFormer / SHViT's s12 < s24 < m36 and s1 < s4."""
+    v = _VARIANT.search(model_name[len('zoo_'):]).group(1)
+    return (_SIZES.index(v), 0) if v in _SIZES else (len(_SIZES) + (v[0] == 'm'), int(v[1:]))
+
+
 def _family_configs(configs, kind):
-    """{model_name: config} for the smallest ('tiny' or first) variant of each family with configs of `kind`."""
+    """{model_name: config} for the smallest ('tiny' if any) variant of each family with configs of `kind`."""
     out = {}
     if _MISSING is not None:
         return out
@@ -100,7 +109,7 @@ def _family_configs(configs, kind):
             continue
         name = _cfg(path).model.backbone.model_name
         family = _family(name)
-        if family not in out or ('tiny' in name and 'tiny' not in out[family][0]):
+        if family not in out or _size_key(name) < _size_key(out[family][0]):
             out[family] = (name, path)
     return {name: path for name, path in out.values()}
 
