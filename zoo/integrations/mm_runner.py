@@ -6,8 +6,7 @@
     python tools/test_det.py CONFIG CHECKPOINT [...]
 
 --cpu applies `mm_config.to_cpu` (SyncBN -> BN, no AMP); --toy points the config at the toy data
-(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present. Training saves through
-ZooCheckpointHook (`mm_config.safe_checkpoints`): a run killed mid-save resumes from its last complete checkpoint.
+(tools/make_toy_data.py, written on first use) and implies --cpu when no GPU is present.
 """
 from __future__ import annotations
 
@@ -69,7 +68,7 @@ def load_config(args: argparse.Namespace):
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if 'resume' in args:  # training
+    if 'resume' in args:  # training: ZooCheckpointHook, so a run killed mid-save resumes from its last checkpoint
         mm_config.safe_checkpoints(cfg)
     if getattr(args, 'amp', False):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -24,7 +24,47 @@ import torch
 
 from . import UsageError
 
-__all__ = ['write_atomic', 'save_atomic', 'load_checkpoint', 'is_train_checkpoint', 'get_rng_state', 'set_rng_state']
+__all__ = ['save_atomic', 'load_checkpoint', 'is_train_checkpoint', 'get_rng_state', 'set_rng_state']
+
+
+def save_atomic(obj: Any, path: str) -> None:
+    """torch.save through `write_atomic`: a crash mid-write never leaves a truncated checkpoint."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise UsageError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # pickle / zip errors come in many types
+        raise UsageError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}') from None
+
+
+def is_train_checkpoint(ckpt: Any) -> bool:
+    """True for a checkpoint written by tools/train.py (as opposed to a bare or authors' state dict)."""
+    return isinstance(ckpt, dict) and 'arch' in ckpt and 'model' in ckpt
+
+
+def get_rng_state() -> Dict[str, Any]:
+    """This process's RNG states as tensors and plain Python types."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        'numpy': (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        'python': random.getstate(),
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    name, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state['python']
+    random.setstate((version, tuple(internal), gauss))
 
 
 def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
@@ -44,11 +84,6 @@ def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def save_atomic(obj: Any, path: str) -> None:
-    """torch.save through `write_atomic`: a crash mid-write never leaves a truncated checkpoint."""
-    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 # Fault-injection hook for the tests: ZOO_TEST_KILL_DURING_SAVE='PATTERN:N' SIGKILLs this process in the middle of
@@ -85,38 +120,3 @@ def _kill_during_write_for_tests(f: BinaryIO, path: str):
         return f
     _writes_seen[pattern] = _writes_seen.get(pattern, 0) + 1
     return _KillAfter(f, KILL_AFTER_BYTES) if _writes_seen[pattern] == int(nth) else f
-
-
-def load_checkpoint(path: str) -> Dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UsageError(f'checkpoint not found: {path}')
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle / zip errors come in many types
-        raise UsageError(f'cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}') from None
-
-
-def is_train_checkpoint(ckpt: Any) -> bool:
-    """True for a checkpoint written by tools/train.py (as opposed to a bare or authors' state dict)."""
-    return isinstance(ckpt, dict) and 'arch' in ckpt and 'model' in ckpt
-
-
-def get_rng_state() -> Dict[str, Any]:
-    """This process's RNG states as tensors and plain Python types."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        'numpy': (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
-        'python': random.getstate(),
-    }
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
-    name, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = state['python']
-    random.setstate((version, tuple(internal), gauss))
