@@ -442,9 +442,9 @@ def test_upernet_toy_training_end_to_end(toy_root, tmp_path):
 
 # --- faults during training -------------------------------------------------------------------------------
 def _state_dict_of_own_checkpoint(path):
-    """The weights of an mmengine checkpoint this test itself just wrote. Its `meta` (message hub) holds numpy
-    scalars that weights_only=True refuses; a trusted file of our own, so plain unpickling is acceptable here."""
-    return torch.load(path, map_location='cpu', weights_only=False)['state_dict']  # noqa: S614
+    """The weights of an mmengine training checkpoint, read through zoo's safe reader (mmengine's globals only)."""
+    from zoo.models._load import read_checkpoint_file  # issue 20 §1 (h-sec); --resume reads through it as well
+    return read_checkpoint_file(str(path))['state_dict']
 
 
 @pytest.mark.slow  # three tools/train_det.py processes of 8 iterations: ~2 min on 2 cores
