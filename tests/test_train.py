@@ -9,6 +9,7 @@ import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,16 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+# PYTHONPATH: the tools import this checkout's zoo, not whichever copy is installed in the environment
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore',
+           PYTHONPATH=os.pathsep.join([str(ROOT)] + ([os.environ['PYTHONPATH']] if os.environ.get('PYTHONPATH') else [])))
 TINY = ['--model', 'zoo_swin_tiny', '--img-size', '32', '--workers', '0', '--no-progress',
         '--model-kwargs', 'embed_dim=16', 'depths=(1,1)', 'num_heads=(1,2)', 'window_size=4']
 
 
-def run_tool(script, *args, check=True, timeout=600):
+def run_tool(script, *args, check=True, timeout=600, env=None):
     cmd = [sys.executable, str(ROOT / 'tools' / script), *map(str, args)]
-    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=ROOT, env=dict(ENV, **(env or {})), capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f'{" ".join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}')
     return r
@@ -165,6 +168,39 @@ def test_torchrun_two_processes_matches_one(few_digits, tmp_path):
     va = read_csv(tmp_path / 'one' / 'log.csv')[-1]
     vb = read_csv(tmp_path / 'two' / 'log.csv')[-1]          # validation sharded over the 2 processes
     assert abs(float(va['val_loss']) - float(vb['val_loss'])) < 1e-3
+
+
+def run_killed_during_save(script, out_dir, file_pattern, nth, *args):
+    """Run a tool that SIGKILLs itself once 4 KiB of its `nth` atomic write to a file matching `file_pattern` are
+    on disk (zoo.train.checkpoint's fault-injection hook); returns the partial temporary file left in `out_dir`."""
+    from zoo.train.checkpoint import KILL_AFTER_BYTES
+    r = run_tool(script, *args, check=False, env={'ZOO_TEST_KILL_DURING_SAVE': f'{file_pattern}:{nth}'})
+    assert r.returncode == -signal.SIGKILL, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    partial = list(Path(out_dir).glob('*.tmp'))
+    assert len(partial) == 1 and partial[0].stat().st_size == KILL_AFTER_BYTES, partial
+    return partial[0]
+
+
+def test_kill_while_writing_last_pth_loses_nothing(few_digits, tmp_path):
+    """SIGKILL in the middle of writing last.pth (end of epoch 1): the previous last.pth (end of epoch 0) still
+    loads, and --resume from it reaches exactly the weights of the uninterrupted run."""
+    common = ['--data-dir', few_digits, *TINY, '--epochs', 2, '-b', 16, '--lr', 2e-3, '--warmup-epochs', 1,
+              '--drop-path', 0.1, '--deterministic']
+    run_tool('train.py', *common, '--output', tmp_path / 'a')
+    partial = run_killed_during_save('train.py', tmp_path / 'b', 'last.pth', 2, *common, '--output', tmp_path / 'b')
+    assert partial.name == 'last.pth.tmp'
+    previous = torch.load(tmp_path / 'b' / 'last.pth', weights_only=True)
+    assert (previous['epoch'], previous['step'], previous['global_step']) == (1, 0, 5)
+    r = run_tool('train.py', *common, '--output', tmp_path / 'b', '--resume', 'auto')
+    assert 'resumed from' in r.stdout and not partial.exists()
+    a = torch.load(tmp_path / 'a' / 'last.pth', weights_only=True)
+    b = torch.load(tmp_path / 'b' / 'last.pth', weights_only=True)
+    assert a['global_step'] == b['global_step'] == 10
+    for k, v in a['model'].items():
+        assert torch.equal(v, b['model'][k]), k
+    for pid, state in a['optimizer']['state'].items():
+        assert torch.equal(state['exp_avg'], b['optimizer']['state'][pid]['exp_avg'])
+    assert read_csv(tmp_path / 'a' / 'log.csv')[-1]['val_loss'] == read_csv(tmp_path / 'b' / 'log.csv')[-1]['val_loss']
 
 
 # --- bad input: one clear line each ------------------------------------------------------------------------

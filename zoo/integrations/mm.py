@@ -3,7 +3,9 @@
 Registers
 - `ZooBackbone` in mmdet's and mmseg's MODELS (whichever of the two is installed);
 - `TransConvFPN` (zoo.integrations.mm_necks: FPN + transposed-conv finer levels, SHViT) in mmdet's MODELS;
-- `ZooOptimWrapperConstructor` in mmengine's OPTIM_WRAPPER_CONSTRUCTORS (found from mmdet and mmseg scopes).
+- `ZooOptimWrapperConstructor` in mmengine's OPTIM_WRAPPER_CONSTRUCTORS (found from mmdet and mmseg scopes);
+- `ZooCheckpointHook` in mmengine's HOOKS and the `zoo_atomic_local` file backend (zoo.integrations.mm_checkpoint:
+  crash-safe checkpoints and exact resume).
 
 ZooOptimWrapperConstructor is mmengine's default constructor plus two `paramwise_cfg` keys, so a config needs
 no per-model key lists:
@@ -33,8 +35,9 @@ from mmengine.runner import CheckpointLoader
 
 from ..models._load import read_checkpoint_file
 from .backbone import ZooBackbone
+from .mm_checkpoint import ZooCheckpointHook
 
-__all__ = ['ZooBackbone', 'ZooOptimWrapperConstructor', 'REGISTERED_IN']
+__all__ = ['ZooBackbone', 'ZooOptimWrapperConstructor', 'ZooCheckpointHook', 'REGISTERED_IN']
 
 REGISTERED_IN: List[str] = []
 

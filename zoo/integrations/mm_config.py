@@ -4,6 +4,8 @@
 - `use_toy_data(cfg, root, ...)`: the toy sets of tools/make_toy_data.py (COCO layout for detection,
   ADE20K layout for segmentation) with small resize-only pipelines, their class lists and head sizes,
   and optionally a short iteration-based schedule.
+- `safe_checkpoints(cfg)`: mmengine's CheckpointHook -> zoo's ZooCheckpointHook (crash-safe saves, exact
+  resume; zoo.integrations.mm_checkpoint).
 - `sync_channels(cfg)`: neck / decode-head input channels from the configured backbone (handy after
   changing the backbone's size through model_kwargs).
 All take and return an mmengine Config (or any nested dict) and change it in place.
@@ -13,8 +15,8 @@ from __future__ import annotations
 import os
 from typing import Any, List, Optional, Sequence
 
-__all__ = ['TOY_DET_CLASSES', 'TOY_SEG_CLASSES', 'task_of', 'to_cpu', 'use_toy_data', 'sync_channels',
-           'set_num_classes', 'backbone_channels']
+__all__ = ['TOY_DET_CLASSES', 'TOY_SEG_CLASSES', 'task_of', 'to_cpu', 'use_toy_data', 'safe_checkpoints',
+           'sync_channels', 'set_num_classes', 'backbone_channels']
 
 TOY_DET_CLASSES = ('circle', 'square', 'triangle')
 TOY_SEG_CLASSES = ('background', 'circle', 'square', 'triangle')
@@ -51,6 +53,14 @@ def to_cpu(cfg):
     if env is not None:
         env.setdefault('dist_cfg', {})['backend'] = 'gloo'
         env['cudnn_benchmark'] = False
+    return cfg
+
+
+def safe_checkpoints(cfg):
+    """Save through ZooCheckpointHook (same options as mmengine's CheckpointHook)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if hook is not None and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hook['type'] = 'ZooCheckpointHook'
     return cfg
 
 

@@ -71,6 +71,8 @@ def load_config(args: argparse.Namespace):
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if 'resume' in args:  # training: ZooCheckpointHook, so a run killed mid-save resumes from its last checkpoint
+        mm_config.safe_checkpoints(cfg)
     if getattr(args, 'amp', False):
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -13,9 +13,11 @@ A checkpoint written by tools/train.py is a dict of plain types and tensors only
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 import random
-from typing import Any, Dict
+import signal
+from typing import Any, BinaryIO, Callable, Dict
 
 import numpy as np
 import torch
@@ -27,10 +29,8 @@ __all__ = ['save_atomic', 'load_checkpoint', 'check_file', 'is_train_checkpoint'
 
 
 def save_atomic(obj: Any, path: str) -> None:
-    """Write to `path.tmp`, then rename over `path`: a crash mid-write never leaves a truncated checkpoint."""
-    tmp = f'{path}.tmp'
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through `write_atomic`: a crash mid-write never leaves a truncated checkpoint."""
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
@@ -73,3 +73,58 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state['python']
     random.setstate((version, tuple(internal), gauss))
+
+
+def write_atomic(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call `write(f)` on `path.tmp`, fsync it, rename it over `path` and fsync the folder: whenever the process
+    or the machine dies, `path` is either the previous complete file or the new complete file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'wb') as f:
+        write(_kill_during_write_for_tests(f, path))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable (POSIX; not possible on Windows)
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# Fault-injection hook for the tests: ZOO_TEST_KILL_DURING_SAVE='PATTERN:N' SIGKILLs this process in the middle of
+# its N-th atomic write to a file whose name matches PATTERN (fnmatch, e.g. 'last.pth:2' or 'iter_*.pth:2'),
+# once KILL_AFTER_BYTES bytes of the temporary file are on disk.
+KILL_AFTER_BYTES = 4096
+_writes_seen: Dict[str, int] = {}
+
+
+class _KillAfter:
+    def __init__(self, f: BinaryIO, limit: int):
+        self.f, self.left = f, limit
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast('B')
+        if len(data) >= self.left:
+            self.f.write(data[:self.left])
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.left -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _kill_during_write_for_tests(f: BinaryIO, path: str):
+    spec = os.environ.get('ZOO_TEST_KILL_DURING_SAVE')
+    if not spec:
+        return f
+    pattern, nth = spec.rsplit(':', 1)
+    if not fnmatch.fnmatch(os.path.basename(path), pattern):
+        return f
+    _writes_seen[pattern] = _writes_seen.get(pattern, 0) + 1
+    return _KillAfter(f, KILL_AFTER_BYTES) if _writes_seen[pattern] == int(nth) else f

@@ -1,6 +1,4 @@
-# NAT-T Mask R-CNN 3x 47.7/42.6; UPerNet 47.1 mIoU.
-# Recipe: the shared Swin-style _base_ (AdamW, drop path as the base); the authors' per-family settings
-# (drop path, lr, extra model options) are not checked here.
+# NAT-T UPerNet 160k: 47.1 mIoU single scale / 48.4 multi-scale; SHI-Labs/Neighborhood-Attention-Transformer segmentation/configs/nat/upernet_nat_tiny_512x512_160k_ade20k.py (lr 6e-5, wd 0.01, dp 0.3).
 _base_ = ['../_base_/upernet_160k.py']
 model = dict(backbone=dict(model_name='zoo_nat_tiny', drop_path_rate=0.3),
              decode_head=dict(in_channels=[64, 128, 256, 512]),

@@ -1,0 +1,6 @@
+# Agent-Swin-T Cascade Mask R-CNN 1x: 49.2/42.7 box/mask AP; LeapLabTHU/Agent-Attention agent_swin_t_crcnn_1x_9-12-14-7.py (lr 1e-4, wd 0.05, dp 0.1).
+# the authors' downstream agent grids 9-12-14-7 (agent_shapes; the ImageNet weights load unchanged, biases resampled)
+_base_ = ['../_base_/cascade_mask_rcnn_ms_1x.py']
+model = dict(backbone=dict(model_name='zoo_agent_swin_tiny', drop_path_rate=0.1,
+                           model_kwargs=dict(agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)))),
+             neck=dict(in_channels=[96, 192, 384, 768]))

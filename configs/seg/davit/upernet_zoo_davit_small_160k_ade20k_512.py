@@ -1,0 +1,6 @@
+# DaViT-S UPerNet 160k: 48.8 mIoU (dingmyu/davit README); its upernet_davit_512x512_160k_ade20k.py
+# (one file for every size: the Swin recipe, lr 6e-5, wd 0.01, dp 0.3).
+_base_ = ['../_base_/upernet_160k.py']
+model = dict(backbone=dict(model_name='zoo_davit_small', drop_path_rate=0.3),
+             decode_head=dict(in_channels=[96, 192, 384, 768]),
+             auxiliary_head=dict(in_channels=384))
