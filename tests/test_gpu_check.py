@@ -1,17 +1,21 @@
 """tools/gpu_check.py's dry run (--device cpu --quick), so the GPU check cannot rot before a GPU arrives: every
 section runs, writes its JSON and markdown, and each backend row holds its backend to the reference."""
 import json
-import os
-import sys
+import runpy
+from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tools'))
+TOOL = Path(__file__).resolve().parent.parent / 'tools' / 'gpu_check.py'
+
+
+def _main(argv):
+    # run_path, not an import through sys.path: other tests' tools runs may leave sys.path without tools/
+    return runpy.run_path(str(TOOL))['main'](argv)
 
 
 def test_gpu_check_quick_dry_run_on_cpu(tmp_path):  # ~60 s on 2 busy cores (two timing processes, DiNAT-T at 64 px)
-    import gpu_check
-    assert gpu_check.main(['--device', 'cpu', '--quick', '--threads', '1', '--out', str(tmp_path)]) == 0
+    assert _main(['--device', 'cpu', '--quick', '--threads', '1', '--out', str(tmp_path)]) == 0
     report = json.loads((tmp_path / 'gpu_check.json').read_text())
     assert report['failures'] == []
     from zoo.layers.attention import list_ops
@@ -38,6 +42,5 @@ def test_gpu_check_counts_failures_and_limits():
               'train': [{'model': 'zoo_a', 'status': 'NON-FINITE'}],
               'vs_timm': [{'zoo': 'zoo_a', 'timm': 'a', 'mode': 'train', 'error': 'skipped (section time limit)'}]}
     assert failures(report) == ['backend dense/sdpa c bf16: MISMATCH', 'zoo_a train step: NON-FINITE']
-    import gpu_check
     with pytest.raises(SystemExit):
-        gpu_check.main(['--out', '/tmp/unused', '--device', 'cpu', '--limit', 'bogus=3'])
+        _main(['--out', '/tmp/unused', '--device', 'cpu', '--limit', 'bogus=3'])
