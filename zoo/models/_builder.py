@@ -5,6 +5,7 @@ from typing import Any, Callable, Dict, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
+from timm.models._features import FeatureGetterNet
 
 from ._convert import check_fit, unwrap
 
@@ -12,11 +13,12 @@ __all__ = ['build_model', 'cfg', 'register_variants']
 
 
 def cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
-    """A pretrained_cfg with ImageNet defaults; `url` is the authors' official release."""
+    """A pretrained_cfg with ImageNet defaults; `url` is the authors' official release. `license`: the release's,
+    as timm writes it ('mit', 'apache-2.0'); left out where the authors declare none."""
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': .9,
         'interpolation': 'bicubic', 'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN,
-        'std': IMAGENET_DEFAULT_STD, 'first_conv': 'stem.proj', 'classifier': 'head.fc', 'license': 'see url',
+        'std': IMAGENET_DEFAULT_STD, 'first_conv': 'stem.proj', 'classifier': 'head.fc',
         **kwargs,
     }
 
@@ -34,12 +36,17 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
             state_dict = checkpoint_filter(state_dict, model)
         return check_fit(state_dict, model)
 
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=filter_fn,
         feature_cfg=dict(feature_cls='getter', out_indices=kwargs.pop('out_indices', num_stages)),
         **kwargs,
     )
+    # the smallest input the built network takes (timm's (C, H, W) field), on the model and a features wrapper
+    backbone = model.model if isinstance(model, FeatureGetterNet) else model
+    for m in (model, backbone):
+        m.pretrained_cfg['min_input_size'] = (backbone.in_chans, *backbone.min_input_size)
+    return model
 
 
 def register_variants(create: Callable, variants: Dict[str, Dict[str, Any]], module: str) -> None:

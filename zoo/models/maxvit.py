@@ -112,10 +112,8 @@ class MaxViT(Backbone):
                                           norm_layer=partial(LayerNorm2d, eps=attn_norm_eps))
         self.apply(init_weights_vit_timm)
 
-    def set_input_size(self, img_size=None, partition_size=None, **kwargs) -> None:
-        """Set the resolution (and window / grid size) the model is built for; bias tables are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self, partition_size=None) -> None:
+        """The window / grid size follows `self.img_size` (or is given); bias tables are resampled."""
         self.partition_size = to_2tuple(partition_size) if partition_size else \
             tuple(s // self.partition_ratio for s in self.img_size)
         for stage in self.stages:
@@ -148,7 +146,8 @@ def _cfg(res: int, timm_name: str):
     # the authors release TF checkpoints (gs://gresearch/maxvit/ckpts/); timm's conversion of them is on the hub
     return cfg(hf_hub_id=f'timm/{timm_name}.in1k', input_size=(3, res, res), pool_size=(res // 32, res // 32),
                crop_pct=.95 if res == 224 else 1.0, crop_mode='squash' if res > 224 else 'center',
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', classifier='head.fc')
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', classifier='head.fc',
+               license='apache-2.0')
 
 
 # variants as data: the paper's Table 1 (MaxViT-T/S/B), window = grid = img_size / 32

@@ -145,11 +145,6 @@ class NAT(Backbone):
 
     _init_weights = staticmethod(Swin._init_weights)  # trunc-normal(.02) Linear weights, zero biases
 
-    def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Nothing depends on the input size (dilations adapt per call); only records it."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
-
 
 # --- checkpoints -----------------------------------------------------------------------------------------
 _ZOO_FROM_AUTHORS = [
@@ -184,28 +179,28 @@ _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 _384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
 default_cfgs = generate_default_cfgs({
-    'zoo_nat_mini.in1k': cfg(_NAT_URL + 'nat_mini.pth', first_conv='stem.proj.0', crop_pct=.875),
-    'zoo_nat_tiny.in1k': cfg(_NAT_URL + 'nat_tiny.pth', first_conv='stem.proj.0', crop_pct=.875),
-    'zoo_nat_small.in1k': cfg(_NAT_URL + 'nat_small.pth', first_conv='stem.proj.0', crop_pct=.875),
-    'zoo_nat_base.in1k': cfg(_NAT_URL + 'nat_base.pth', first_conv='stem.proj.0', crop_pct=.875),
+    'zoo_nat_mini.in1k': cfg(_NAT_URL + 'nat_mini.pth', first_conv='stem.proj.0', crop_pct=.875, license='mit'),
+    'zoo_nat_tiny.in1k': cfg(_NAT_URL + 'nat_tiny.pth', first_conv='stem.proj.0', crop_pct=.875, license='mit'),
+    'zoo_nat_small.in1k': cfg(_NAT_URL + 'nat_small.pth', first_conv='stem.proj.0', crop_pct=.875, license='mit'),
+    'zoo_nat_base.in1k': cfg(_NAT_URL + 'nat_base.pth', first_conv='stem.proj.0', crop_pct=.875, license='mit'),
     'zoo_dinat_mini.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_mini_in1k_224.pth', first_conv='stem.proj.0',
-                               crop_pct=.875),
+                               crop_pct=.875, license='mit'),
     'zoo_dinat_tiny.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_tiny_in1k_224.pth', first_conv='stem.proj.0',
-                               crop_pct=.875),
+                               crop_pct=.875, license='mit'),
     'zoo_dinat_small.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_small_in1k_224.pth', first_conv='stem.proj.0',
-                                crop_pct=.875),
+                                crop_pct=.875, license='mit'),
     'zoo_dinat_base.in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_base_in1k_224.pth', first_conv='stem.proj.0',
-                               crop_pct=.875),
+                               crop_pct=.875, license='mit'),
     'zoo_dinat_large.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_224.pth',
-                                         first_conv='stem.proj.0', crop_pct=.875),
+                                         first_conv='stem.proj.0', crop_pct=.875, license='mit'),
     'zoo_dinat_large_384.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384.pth',
-                                             first_conv='stem.proj.0', **_384),
+                                             first_conv='stem.proj.0', **_384, license='mit'),
     'zoo_dinat_large_384_11x11.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_large_in22k_in1k_384_11x11.pth',
-                                                   first_conv='stem.proj.0', **_384),
+                                                   first_conv='stem.proj.0', **_384, license='mit'),
     'zoo_dinat_large_in22k.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224.pth',
-                                       first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
+                                       first_conv='stem.proj.0', num_classes=21841, crop_pct=.875, license='mit'),
     'zoo_dinat_large_in22k_11x11.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth',
-                                             first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
+                                             first_conv='stem.proj.0', num_classes=21841, crop_pct=.875, license='mit'),
 })
 
 # variants as data: the authors' classification/nat.py and dinat.py

@@ -138,10 +138,8 @@ class Swin(Backbone):
             size = [math.ceil(s / 2) for s in size]
         return sizes
 
-    def set_input_size(self, img_size=None, window_size=None, **kwargs) -> None:
-        """Set the resolution (and window size) the model is built for; position tables are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self, window_size=None) -> None:
+        """Shift masks follow `self.img_size`; a new window size (one, or one per stage) resamples the tables."""
         feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
         for i, stage in enumerate(self.stages):
             win = window_size if window_size is None or isinstance(window_size, int) else window_size[i]
@@ -199,14 +197,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 _URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
 default_cfgs = generate_default_cfgs({
-    'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth'),
-    'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth'),
-    'zoo_swin_base.ms_in1k': cfg(_URL + 'swin_base_patch4_window7_224.pth'),
-    'zoo_swin_large.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window7_224_22kto1k.pth'),
+    'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth', license='mit'),
+    'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth', license='mit'),
+    'zoo_swin_base.ms_in1k': cfg(_URL + 'swin_base_patch4_window7_224.pth', license='mit'),
+    'zoo_swin_large.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window7_224_22kto1k.pth', license='mit'),
     'zoo_swin_base_384.ms_in1k': cfg(_URL + 'swin_base_patch4_window12_384.pth', input_size=(3, 384, 384),
-                                     pool_size=(12, 12), crop_pct=1.0),
+                                     pool_size=(12, 12), crop_pct=1.0, license='mit'),
     'zoo_swin_large_384.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window12_384_22kto1k.pth',
-                                               input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+                                               input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0,
+                                               license='mit'),
 })
 
 # variants as data: the paper's Table (C, depths, heads) and window size per resolution
