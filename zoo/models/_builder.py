@@ -5,7 +5,6 @@ from typing import Any, Callable, Dict, Optional
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, register_model
-from timm.models._features import FeatureGetterNet
 
 from ._convert import check_fit, unwrap
 
@@ -43,7 +42,7 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
         **kwargs,
     )
     # the smallest input the built network takes (timm's (C, H, W) field), on the model and a features wrapper
-    backbone = model.model if isinstance(model, FeatureGetterNet) else model
+    backbone = model if hasattr(model, 'min_input_size') else model.model  # features_only: timm's getter wrapper
     for m in (model, backbone):
         m.pretrained_cfg['min_input_size'] = (backbone.in_chans, *backbone.min_input_size)
     return model
