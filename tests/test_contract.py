@@ -33,7 +33,7 @@ CONVENTIONS = {'grad_checkpointing', 'output_fmt', 'dynamic_img_size'}
 # timm's ViT token attributes, which the zoo's isotropic models (DeiT host) share
 TOKEN_ATTRIBUTES = {'embed_dim', 'num_prefix_tokens', 'has_class_token', 'no_embed_class'}
 SOURCE_KEYS = {'url', 'hf_hub_id', 'file'}  # where the weights come from: a model without released weights has none
-OPTIONAL_KEYS = {'license'}  # left out where the authors declare none (Agent, InLine)
+OPTIONAL_KEYS = {'license'}  # timm leaves it out where a release declares none
 
 
 @pytest.fixture(scope='module', params=MODELS)
@@ -149,6 +149,7 @@ def check_pretrained_cfg(m, references):
     assert cfg['architecture'] == m.zoo_name
     assert re.fullmatch(r'[a-z0-9_]+', cfg['tag']), cfg['tag']
     assert f"{cfg['architecture']}.{cfg['tag']}" in timm.models.get_arch_pretrained_cfgs(cfg['architecture'])
+    # a license id as timm writes them ('mit', 'apache-2.0'), not a placeholder
     assert cfg.get('license') is None or re.fullmatch(r'[a-z0-9.-]+', cfg['license']), cfg['license']
     assert cfg['crop_mode'] in ('center', 'squash', 'border') and 0 < cfg['crop_pct'] <= 1
     assert len(cfg['mean']) == len(cfg['std']) == m.in_chans == cfg['input_size'][0]

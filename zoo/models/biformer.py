@@ -136,7 +136,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://api.onedrive.com/v1.0/shares/{}/root/content'  # the authors' release (README / model_urls)
-_cfg = dict(first_conv='stem.0', crop_pct=0.875, license='mit')  # eval: resize 256 (bicubic), center crop 224
+_cfg = dict(first_conv='stem.0', crop_pct=0.875)  # eval: resize 256 (bicubic), center crop 224
 default_cfgs = generate_default_cfgs({
     'zoo_biformer_tiny.in1k': cfg(_URL.format('s!AkBbczdRlZvChHEOoGkgwgQzEDlM'), **_cfg),
     'zoo_biformer_small.in1k': cfg(_URL.format('s!AkBbczdRlZvChHDyM-x9KWRBZ832'), **_cfg),

@@ -87,8 +87,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 _URL = 'https://dl.fbaipublicfiles.com/convit/'
 default_cfgs = generate_default_cfgs({
     f'zoo_convit_{size}.fb_in1k': cfg(_URL + f'convit_{size}.pth', pool_size=None, crop_pct=.875,
-                                      interpolation='bicubic', first_conv='stem.proj', classifier='head.fc',
-                                      license='apache-2.0')
+                                      interpolation='bicubic', first_conv='stem.proj', classifier='head.fc')
     for size in ('tiny', 'small', 'base')
 })
 

@@ -156,11 +156,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 _URL = 'https://connecthkuhk-my.sharepoint.com/:u:/g/personal/u3007305_connect_hku_hk/'
 default_cfgs = generate_default_cfgs({
     'zoo_davit_tiny.msft_in1k': cfg(_URL + 'EcJYlVYP9y5FsDbMP-nwjtABgLmdrNGZBxgR5--Kg3MZ7Q?e=v9OrXB',
-                                    crop_pct=.95, first_conv='stem.conv', license='mit'),
+                                    crop_pct=.95, first_conv='stem.conv'),
     'zoo_davit_small.msft_in1k': cfg(_URL + 'ERN_Gzm8oKdIvO01r0X2cscB_owuRAnnQPNGJEVGP23xHQ?e=MVW3ZO',
-                                     crop_pct=.95, first_conv='stem.conv', license='mit'),
+                                     crop_pct=.95, first_conv='stem.conv'),
     'zoo_davit_base.msft_in1k': cfg(_URL + 'Ea8kCpdM949CvTM0w7DWbGwBxxiACMSik4zx-emrNY0uKQ?e=aEjC7u',
-                                    crop_pct=.95, first_conv='stem.conv', license='mit'),
+                                    crop_pct=.95, first_conv='stem.conv'),
 })
 
 # variants as data: the paper's Table 1 (dual-block depths, widths, heads = channel groups)

@@ -164,7 +164,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
-_CFG = dict(first_conv='stem.proj.0', license='mit')  # the stem's first conv (timm adapts it for in_chans != 3)
+_CFG = dict(first_conv='stem.proj.0')  # the stem's first conv (timm adapts it for in_chans != 3)
 default_cfgs = generate_default_cfgs({
     'zoo_l2vit_tiny.in1k': cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth', **_CFG),
     'zoo_l2vit_small.in1k': cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth', **_CFG),

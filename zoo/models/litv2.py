@@ -128,11 +128,11 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 _URL = 'https://github.com/ziplab/LITv2/releases/download/v1.0/'
 default_cfgs = generate_default_cfgs({
     # eval as the authors: 224 -> resize 256 bicubic + center crop (0.875); 384 -> resize to 384, no crop
-    'zoo_litv2_small.in1k': cfg(_URL + 'litv2_s.pth', crop_pct=0.875, license='apache-2.0'),
-    'zoo_litv2_medium.in1k': cfg(_URL + 'litv2_m.pth', crop_pct=0.875, license='apache-2.0'),
-    'zoo_litv2_base.in1k': cfg(_URL + 'litv2_b.pth', crop_pct=0.875, license='apache-2.0'),
+    'zoo_litv2_small.in1k': cfg(_URL + 'litv2_s.pth', crop_pct=0.875),
+    'zoo_litv2_medium.in1k': cfg(_URL + 'litv2_m.pth', crop_pct=0.875),
+    'zoo_litv2_base.in1k': cfg(_URL + 'litv2_b.pth', crop_pct=0.875),
     'zoo_litv2_base_384.in1k': cfg(_URL + 'litv2_b_384.pth', input_size=(3, 384, 384), pool_size=(12, 12),
-                                   crop_pct=1.0, license='apache-2.0'),
+                                   crop_pct=1.0),
 })
 
 # variants as data (ziplab/LITv2 classification/configs): C, depths, heads; HiLo ws (0, 0, 2, 1), alpha 0.9

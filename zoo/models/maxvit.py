@@ -146,8 +146,7 @@ def _cfg(res: int, timm_name: str):
     # the authors release TF checkpoints (gs://gresearch/maxvit/ckpts/); timm's conversion of them is on the hub
     return cfg(hf_hub_id=f'timm/{timm_name}.in1k', input_size=(3, res, res), pool_size=(res // 32, res // 32),
                crop_pct=.95 if res == 224 else 1.0, crop_mode='squash' if res > 224 else 'center',
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', classifier='head.fc',
-               license='apache-2.0')
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', classifier='head.fc')
 
 
 # variants as data: the paper's Table 1 (MaxViT-T/S/B), window = grid = img_size / 32

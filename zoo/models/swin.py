@@ -197,15 +197,14 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 _URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
 default_cfgs = generate_default_cfgs({
-    'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth', license='mit'),
-    'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth', license='mit'),
-    'zoo_swin_base.ms_in1k': cfg(_URL + 'swin_base_patch4_window7_224.pth', license='mit'),
-    'zoo_swin_large.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window7_224_22kto1k.pth', license='mit'),
+    'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth'),
+    'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth'),
+    'zoo_swin_base.ms_in1k': cfg(_URL + 'swin_base_patch4_window7_224.pth'),
+    'zoo_swin_large.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window7_224_22kto1k.pth'),
     'zoo_swin_base_384.ms_in1k': cfg(_URL + 'swin_base_patch4_window12_384.pth', input_size=(3, 384, 384),
-                                     pool_size=(12, 12), crop_pct=1.0, license='mit'),
+                                     pool_size=(12, 12), crop_pct=1.0),
     'zoo_swin_large_384.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window12_384_22kto1k.pth',
-                                               input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0,
-                                               license='mit'),
+                                               input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
 })
 
 # variants as data: the paper's Table (C, depths, heads) and window size per resolution
