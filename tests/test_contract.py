@@ -2,17 +2,38 @@
 
 Sizes are small and deliberately not multiples of any window/stride, so padding paths are exercised;
 each model is built once per module (pytest groups the tests by the module-scoped model fixture).
+timm 1.0's conventions (attributes, method signatures, pretrained_cfg fields, head / pruning semantics) are read off
+timm's own Swin, MaxViT and DeiT, and the checks of them run on those three models too (test_timm_references_*),
+so they hold timm's meaning, not only the zoo's.
 """
+import copy
+import inspect
 import math
+import re
 
 import pytest
 import timm
 import timm.optim
 import torch
+import torch.nn as nn
+from timm.layers import get_channel_dim
+from timm.models._features import FeatureGetterNet
 
 import zoo
 
 MODELS = zoo.list_models()
+# timm's own models (pretrained=False) and the layout of their forward_features (timm's ViT does not say it)
+TIMM_REFERENCES = {'swin_tiny_patch4_window7_224': 'NHWC', 'maxvit_tiny_tf_224': 'NCHW', 'deit_tiny_patch16_224': 'NLC'}
+# attributes all three references have that mean different things in each (Swin: first stage width, MaxViT: last,
+# ViT: the width): the zoo defines it for its isotropic models only, with ViT's meaning
+PER_FAMILY_MEANING = {'embed_dim'}
+# timm conventions two of the three references have (Swin keeps grad_checkpointing on its stages, MaxViT and ViT
+# do not say output_fmt, MaxViT cannot change its input size on the fly); every zoo model has them
+CONVENTIONS = {'grad_checkpointing', 'output_fmt', 'dynamic_img_size'}
+# timm's ViT token attributes, which the zoo's isotropic models (DeiT host) share
+TOKEN_ATTRIBUTES = {'embed_dim', 'num_prefix_tokens', 'has_class_token', 'no_embed_class'}
+SOURCE_KEYS = {'url', 'hf_hub_id', 'file'}  # where the weights come from: a model without released weights has none
+OPTIONAL_KEYS = {'license'}  # timm leaves it out where a release declares none
 
 
 @pytest.fixture(scope='module', params=MODELS)
@@ -21,6 +42,125 @@ def model(request):
     m = timm.create_model(request.param).eval()
     m.zoo_name = request.param
     yield m
+
+
+@pytest.fixture(scope='module')
+def references():
+    """timm's own Swin / MaxViT / DeiT, and a features_only Swin through timm's getter wrapper."""
+    torch.manual_seed(0)
+    refs = {name: timm.create_model(name).eval() for name in TIMM_REFERENCES}
+    refs['features'] = timm.create_model('swin_tiny_patch4_window7_224', features_only=True, feature_cls='getter',
+                                         out_indices=(1, -1))
+    return refs
+
+
+def public_attributes(m):
+    """Public attribute -> value of a model, beyond what every nn.Module has (submodules and tensors excluded)."""
+    plain = set(dir(nn.Module()))
+    out = {}
+    for name in dir(m):
+        if name.startswith('_') or name in plain:
+            continue
+        value = getattr(m, name)
+        if not isinstance(value, (nn.Module, torch.Tensor)):
+            out[name] = value
+    return out
+
+
+def shared_conventions(references):
+    """The public attributes / methods of timm 1.0's models that the zoo's must have: {name: [reference values]}."""
+    attrs = [public_attributes(references[name]) for name in TIMM_REFERENCES]
+    names = set.intersection(*map(set, attrs)) - PER_FAMILY_MEANING | CONVENTIONS
+    return {n: [a[n] for a in attrs if n in a] for n in names}
+
+
+def feature_fmt(m):
+    return getattr(m, 'output_fmt', None) or TIMM_REFERENCES[m.pretrained_cfg['architecture']]
+
+
+def check_head_widths(m, x):
+    """forward_features is `num_features` wide, forward_head(pre_logits=True) `head_hidden_size` wide."""
+    feats = m.forward_features(x)
+    assert feats.shape[get_channel_dim(feature_fmt(m))] == m.num_features
+    pre = m.forward_head(feats, pre_logits=True)
+    assert pre.shape == (x.shape[0], m.head_hidden_size)
+    return feats, pre
+
+
+def check_reset_classifier(m, x):
+    """timm's reset_classifier semantics: a new classifier, none (forward = pre-logits), another pooling, none
+    (forward = the unpooled head input); num_features and head_hidden_size follow the head."""
+    feats, pre = check_head_widths(m, x)  # forward = forward_head(forward_features) is test_forward_shapes'
+    num_features, head_hidden_size, pool = m.num_features, m.head_hidden_size, m.global_pool
+    assert isinstance(pool, str) and pool
+    m.reset_classifier(7)
+    assert m.forward_head(feats).shape == (x.shape[0], 7) and m.num_classes == m.get_classifier().out_features == 7
+    assert (m.num_features, m.head_hidden_size, m.global_pool) == (num_features, head_hidden_size, pool)
+    m.reset_classifier(0)
+    assert m.num_classes == 0 and isinstance(m.get_classifier(), nn.Identity)
+    torch.testing.assert_close(m.forward_head(feats), pre)
+    m.reset_classifier(0, 'max')
+    assert m.global_pool == 'max' and m.forward_head(feats).shape == (x.shape[0], m.head_hidden_size)
+    m.reset_classifier(0, '')
+    assert m.global_pool == '' and (m.num_features, m.head_hidden_size) == (num_features, head_hidden_size)
+    unpooled = m.forward_head(feats)
+    fmt = feature_fmt(m)
+    assert unpooled.ndim == feats.ndim and unpooled.shape[get_channel_dim(fmt)] == m.head_hidden_size
+    assert unpooled.shape[:get_channel_dim(fmt)] == feats.shape[:get_channel_dim(fmt)]
+
+
+def check_pruned_features(m, x, indices=(0, -2)):
+    """timm's FeatureGetterNet(norm=True) on a copy, ending before the last level: the features equal the unpruned
+    model's forward_intermediates; num_features / head_hidden_size become the last kept level's width, no head
+    parameters stay and forward_head passes that level's output through."""
+    features = FeatureGetterNet(copy.deepcopy(m), out_indices=indices, norm=True)
+    ref = m.forward_intermediates(x, indices=list(indices), norm=True, stop_early=True, intermediates_only=True)
+    outs = features(x)
+    assert len(outs) == len(ref)
+    for o, r in zip(outs, ref):
+        torch.testing.assert_close(o, r)
+    pruned = features.model
+    last_kept = m.feature_info[indices[-1]]['num_chs']
+    assert pruned.num_features == pruned.head_hidden_size == last_kept
+    assert pruned.num_classes == 0 and pruned.global_pool == '' and isinstance(pruned.get_classifier(), nn.Identity)
+    assert not [n for n, _ in pruned.head.named_parameters()], 'the pruned model keeps head parameters'
+    out = pruned.forward_head(pruned.forward_features(x), pre_logits=True)
+    assert out.shape[get_channel_dim(feature_fmt(pruned))] == pruned.head_hidden_size
+    return features
+
+
+def check_set_input_size(m, x):
+    """set_input_size to x's size: recorded where timm reports the input config, and the model runs at it."""
+    m.set_input_size(img_size=tuple(x.shape[-2:]))
+    assert timm.models.get_model_input_config(m)['input_size'] == tuple(x.shape[1:])
+    assert m.forward_features(x).shape[0] == x.shape[0]
+
+
+def check_pretrained_cfg(m, references):
+    """The pretrained_cfg fields timm's models carry, with their types, and values that name real modules / sizes."""
+    cfg, ref_cfgs = m.pretrained_cfg, [r.pretrained_cfg for name, r in references.items() if name in TIMM_REFERENCES]
+    assert m.default_cfg is cfg
+    for key in set.intersection(*(set(c) for c in ref_cfgs)) - SOURCE_KEYS:
+        if key in OPTIONAL_KEYS and key not in cfg:
+            continue
+        assert key in cfg, f'pretrained_cfg lacks {key!r}'
+        ref_types = {type(c[key]) for c in ref_cfgs if c[key] is not None}
+        assert cfg[key] is None or type(cfg[key]) in ref_types, (key, cfg[key], ref_types)
+    assert cfg['architecture'] == m.zoo_name
+    assert re.fullmatch(r'[a-z0-9_]+', cfg['tag']), cfg['tag']
+    assert f"{cfg['architecture']}.{cfg['tag']}" in timm.models.get_arch_pretrained_cfgs(cfg['architecture'])
+    assert cfg['crop_mode'] in ('center', 'squash', 'border') and 0 < cfg['crop_pct'] <= 1
+    assert len(cfg['mean']) == len(cfg['std']) == m.in_chans == cfg['input_size'][0]
+    first_conv = m.get_submodule(cfg['first_conv'])  # what timm adapts for in_chans != 3
+    assert isinstance(first_conv, nn.Conv2d) and first_conv.in_channels == m.in_chans, cfg['first_conv']
+    classifier = m.get_submodule(cfg['classifier'])  # what timm drops for num_classes != the checkpoint's
+    assert isinstance(classifier, nn.Linear) and classifier.out_features == cfg['num_classes'] == m.num_classes
+    H, W = cfg['input_size'][1:]
+    if feature_fmt(m) == 'NLC':  # tokens: no final map (timm's ViT: pool_size None)
+        assert cfg['pool_size'] is None
+    else:  # the final map at input_size (its stride is checked against real maps by test_forward_intermediates)
+        reduction = m.feature_info[-1]['reduction']
+        assert tuple(cfg['pool_size']) == (math.ceil(H / reduction), math.ceil(W / reduction)), cfg['pool_size']
 
 
 def odd_size(m):
@@ -39,9 +179,42 @@ def test_forward_shapes(model):
     x = images(model)
     logits = model(x)
     assert logits.shape == (2, model.num_classes) and torch.isfinite(logits).all()
-    feats = model.forward_features(x)
-    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+    feats, _ = check_head_widths(model, x)
     torch.testing.assert_close(model.forward_head(feats), logits)
+
+
+def test_timm_attributes_and_methods(model, references):
+    """Every public attribute / method timm 1.0's Swin, MaxViT and DeiT share, with the same types, and methods
+    taking the parameters (and defaults) all three take."""
+    own = public_attributes(model)
+    wanted = shared_conventions(references)
+    if model.feature_levels == 'blocks':  # isotropic: timm ViT's token attributes too
+        deit = public_attributes(references['deit_tiny_patch16_224'])
+        wanted.update({n: [deit[n]] for n in TOKEN_ATTRIBUTES})
+    missing = sorted(set(wanted) - set(own))
+    assert not missing, f'{model.zoo_name} lacks timm attributes {missing}'
+    for name, ref_values in wanted.items():
+        value = own[name]
+        if not callable(ref_values[0]):
+            assert type(value) in {type(v) for v in ref_values}, (name, value, ref_values)
+            continue
+        assert callable(value), name
+        ref_params = [inspect.signature(v).parameters for v in ref_values]
+        params = inspect.signature(value).parameters
+        for p in set.intersection(*(set(r) for r in ref_params)) - {'device', 'dtype'}:
+            assert p in params, f'{name} lacks parameter {p!r}'
+            defaults = {r[p].default for r in ref_params}
+            assert len(defaults) > 1 or params[p].default in defaults, (name, p, params[p].default, defaults)
+    assert model.feature_info and all(model.get_submodule(info['module']) is not None for info in model.feature_info)
+
+
+def test_pretrained_cfg(model, references):
+    check_pretrained_cfg(model, references)
+    cfg = model.pretrained_cfg
+    min_h, min_w = model.min_input_size  # the zoo's own field: the smallest input (timm's (C, H, W) form)
+    assert cfg['min_input_size'] == (model.in_chans, min_h, min_w)
+    assert cfg['input_size'][1] >= min_h and cfg['input_size'][2] >= min_w
+    assert not cfg['fixed_input_size'] and not timm.models.get_model_input_config(model)['fixed_input_size']
 
 
 @torch.no_grad()
@@ -62,7 +235,7 @@ def test_forward_intermediates(model):
 
 
 @torch.no_grad()
-def test_features_only_matches_intermediates(model):
+def test_features_only_matches_intermediates(model, references):
     indices = (1, -1)
     feat = timm.create_model(model.zoo_name, features_only=True, out_indices=indices).eval()
     own = {k: v for k, v in model.state_dict().items() if not k.startswith('head.')}
@@ -76,6 +249,18 @@ def test_features_only_matches_intermediates(model):
         assert o.shape[1] == ch and o.shape[2] == math.ceil(x.shape[2] / red)
     # no parameters left that the features do not use (DDP without find_unused_parameters fails on them)
     assert not [n for n, _ in feat.model.head.named_parameters()], 'the pruned model keeps head parameters'
+    assert feat.model.num_features == feat.model.head_hidden_size == feat.feature_info.channels()[-1]
+    assert feat.pretrained_cfg['min_input_size'] == (model.in_chans, *model.min_input_size)
+    wrapper = references['features']  # timm's own features_only model: the same wrapper attributes
+    assert set(vars(wrapper)) <= set(vars(feat)) and type(feat) is type(wrapper)
+
+
+@torch.no_grad()
+def test_pruned_features_and_set_input_size(model):
+    """Features ending before the last level (the final norm and head go, widths follow), then a resize."""
+    x = images(model)
+    features = check_pruned_features(model, x)
+    check_set_input_size(features.model, x)
 
 
 @torch.no_grad()
@@ -139,31 +324,44 @@ def test_training_helpers(model):
     for g in opt.param_groups:
         if any(id(p) in no_decay for p in g['params']):
             assert g['weight_decay'] == 0.
+    fine, coarse = (timm.models.group_parameters(model, model.group_matcher(coarse=c)) for c in (False, True))
+    assert sum(map(len, fine.values())) == sum(map(len, coarse.values())) == len(names)
+    assert 1 < len(coarse) <= len(fine)
     x = images(model, batch=1)
     with torch.no_grad():
         ref = model(x)
         model.set_grad_checkpointing(True)
         try:
+            assert model.grad_checkpointing is True
             torch.testing.assert_close(model(x), ref)
         finally:
             model.set_grad_checkpointing(False)
+    assert model.grad_checkpointing is False
 
 
 @torch.no_grad()
 def test_reset_classifier(model):
-    x = images(model, batch=1)
-    feats = model.forward_head(model.forward_features(x), pre_logits=True)
-    head = model.head
-    import copy
-    saved = copy.deepcopy(head)
+    saved, num_classes = copy.deepcopy(model.head), model.num_classes
     try:
-        model.reset_classifier(7)
-        assert model(x).shape == (1, 7)
-        model.reset_classifier(0)
-        torch.testing.assert_close(model(x), feats)
+        check_reset_classifier(model, images(model, batch=1))
     finally:
-        model.head = saved
-        model.num_classes = saved.fc.out_features if hasattr(saved.fc, 'out_features') else model.num_classes
+        model.head, model.num_classes = saved, num_classes
+
+
+@pytest.mark.parametrize('name', TIMM_REFERENCES)
+@torch.no_grad()
+def test_timm_references_keep_the_checked_conventions(name, references):
+    """The checks above, run on timm's own models (at their fixed 224 input): they encode timm's semantics."""
+    ref = references[name]
+    x = torch.randn(1, 3, 224, 224)
+    check_head_widths(ref, x)
+    check_reset_classifier(copy.deepcopy(ref), x)
+    check_set_input_size(check_pruned_features(ref, x).model, torch.randn(1, 3, 256, 256))
+    ref.zoo_name = name
+    try:
+        check_pretrained_cfg(ref, references)
+    finally:
+        del ref.zoo_name
 
 
 @pytest.mark.parametrize('name', MODELS)

@@ -3,17 +3,22 @@
 A hierarchical family builds `stem`, `stages` (an nn.Sequential of `Stage`s or modules with the same attributes),
 `norm` and `head`, fills `feature_info`, and gets from `Backbone`: forward/forward_features/forward_head,
 forward_intermediates and prune_intermediate_layers (so `features_only=True` works through timm's
-FeatureGetterNet), input checks with clear errors, grad checkpointing, no_weight_decay, group_matcher and
-reset_classifier. Isotropic models (`deit.DeiT` and its configurations) run the same forward_features /
-forward_intermediates / prune loops over their `blocks` through three small hooks (_begin, _level, _take).
+FeatureGetterNet), input checks with clear errors, grad checkpointing, no_weight_decay, group_matcher,
+reset_classifier, set_input_size (recorded in timm's model traits) and timm 1.0's attributes (head_hidden_size,
+global_pool, grad_checkpointing, dynamic_img_size). Isotropic models (`deit.DeiT` and its configurations) run the
+same forward_features / forward_intermediates / prune loops over their `blocks` through three small hooks (_begin,
+_level, _take).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
+from timm.layers import get_device_dtype, to_2tuple
 from timm.models import checkpoint_seq
+from timm.models._input import update_model_input_size
 
 from ..layers._cache import eager_inference
 
@@ -79,12 +84,19 @@ class Stage(nn.Module):
 class Backbone(nn.Module):
     """Base of every zoo model (isotropic ones: see `deit.DeiT`). Hierarchical subclasses set, in __init__:
 
-    stem, stages, norm, head (a timm ClassifierHead-like module with `reset`), feature_info,
-    num_classes, num_features, in_chans, output_fmt (layout of stage outputs: 'NHWC' or 'NCHW'),
-    min_input_size (smallest (H, W) the network accepts).
+    stem, stages, norm, head (a timm ClassifierHead-like module: `num_features` (its pre-logits width), `reset(
+    num_classes, pool_type, reset_other, in_features)`, its pooling in `global_pool.pool_type` or `pool_type`),
+    feature_info, num_classes, num_features (width of forward_features), in_chans, img_size, output_fmt (layout of
+    stage outputs: 'NHWC' or 'NCHW'), min_input_size (smallest (H, W) the network accepts).
     """
     output_fmt: str = 'NCHW'
     feature_levels: str = 'stages'  # the nn.Sequential whose outputs are the feature levels (isotropic: 'blocks')
+    # the final norm (and the head) take the last level's output only: pruning the last level drops them
+    # (hierarchical widths differ per stage); isotropic models keep both
+    norm_fits_every_level: bool = False
+    dynamic_img_size: bool = True  # any input size runs (padded inside, position terms resampled on the fly)
+    grad_checkpointing: bool = False
+    img_size: Optional[Tuple[int, int]] = None  # the resolution built for (fully convolutional families: none)
     intermediate_fmts: Tuple[str, ...] = ('NCHW', 'NHWC')  # what forward_intermediates can return
     no_weight_decay_names: Tuple[str, ...] = NO_WEIGHT_DECAY
     # conv-dominated NCHW families run in channels-last memory, oneDNN's native conv layout (values unchanged to
@@ -104,8 +116,18 @@ class Backbone(nn.Module):
                              f'got {x.shape[2]}x{x.shape[3]}')
 
     def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None, **kwargs: Any) -> None:
-        """Rebuild position-dependent state for a new input size (and window size, where the family has one)."""
-        raise NotImplementedError(f'{type(self).__name__} has no size-dependent state to change')
+        """Set the resolution (and window sizes, where the family has them: `_resize`'s arguments) the model is
+        built for: position-dependent state is rebuilt, and the new size is recorded where timm keeps it
+        (`timm.models.get_model_input_config`, the construction arguments of an exported model)."""
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        self._resize(**kwargs)
+        constructor_args = inspect.signature(type(self)).parameters
+        update_model_input_size(self, self.img_size, **{k: v for k, v in kwargs.items() if k in constructor_args})
+
+    def _resize(self) -> None:
+        """Rebuild what depends on `self.img_size` (nothing here: the family is fully convolutional or adapts per
+        call); a family with windows takes them as keyword arguments."""
 
     # -- forward ---------------------------------------------------------------------------------
     # The feature levels are `self.stages` (hierarchical) or `self.blocks` (isotropic, `feature_levels = 'blocks'`).
@@ -175,31 +197,53 @@ class Backbone(nn.Module):
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
-        """Drop the levels after the last of `indices` (and the final norm / head) for feature extraction."""
+        """Drop the levels after the last of `indices` (and the final norm / head) for feature extraction, as
+        timm does: when levels go, the features end at the last kept one (`num_features` = its width) and a
+        norm / head sized for the dropped last level goes too (see `norm_fits_every_level`)."""
         levels = getattr(self, self.feature_levels)
         taken, max_index = take_indices(len(levels), indices)
+        prune_end = max_index < len(levels) - 1 and not self.norm_fits_every_level
         setattr(self, self.feature_levels, levels[:max_index + 1])
-        if prune_norm:
+        if prune_norm or prune_end:
             self.norm = nn.Identity()
-        if prune_head:
-            # nothing of the head may stay: a norm or pre-logits layer left in a feature extractor gets no
-            # gradient, and DDP (mmdet/mmseg default find_unused_parameters=False) fails on unused parameters
-            self.reset_classifier(0, '')
-            self.head = nn.Identity()
+        if prune_end:
+            self.num_features = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            # nothing of the head may stay (reset_other drops its norm and pre-logits too): a layer left in a
+            # feature extractor gets no gradient, and DDP (mmdet/mmseg default find_unused_parameters=False) fails
+            # on unused parameters. What is left pools nothing: forward_head returns the features.
+            self.reset_classifier(0, '', reset_other=True)
         return taken
 
     # -- classifier ------------------------------------------------------------------------------
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None, reset_other: bool = False) -> None:
+        """A new classifier for `num_classes` (0: none, forward returns the pooled pre-logits) and, if given, a new
+        pooling ('' : none, forward returns the unpooled head input); `reset_other` also drops the head's norm and
+        pre-logits layer (timm's NormMlpClassifierHead)."""
         self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
+        self.head.reset(num_classes, pool_type=global_pool, reset_other=reset_other, in_features=self.num_features,
+                        **get_device_dtype(self))
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of forward_head(x, pre_logits=True): the head's pre-logits layer where it has one (timm 1.0)."""
+        return self.head.num_features
+
+    @property
+    def global_pool(self) -> str:
+        """The head's pooling ('' when it pools nothing), read from the head so it follows reset_classifier."""
+        pool = getattr(self.head, 'global_pool', None)
+        return pool.pool_type if pool is not None else self.head.pool_type
 
     # -- training helpers ------------------------------------------------------------------------
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
+        self.grad_checkpointing = enable
+        for stage in getattr(self, 'stages', ()):
             stage.grad_checkpointing = enable
 
     @torch.jit.ignore

@@ -75,13 +75,18 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
         _logger.warning(str(report))
         return fits
 
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         model_cls, variant, pretrained,
         pretrained_filter_fn=filter_fn if strict else partial_filter_fn,
         pretrained_strict=bool(strict),
         feature_cfg=dict(feature_cls='getter', out_indices=kwargs.pop('out_indices', num_stages)),
         **kwargs,
     )
+    # the smallest input the built network takes (timm's (C, H, W) field), on the model and a features wrapper
+    backbone = model if hasattr(model, 'min_input_size') else model.model  # features_only: timm's getter wrapper
+    for m in (model, backbone):
+        m.pretrained_cfg['min_input_size'] = (backbone.in_chans, *backbone.min_input_size)
+    return model
 
 
 def register_variants(create: Callable, variants: Dict[str, Dict[str, Any]], module: str) -> None:

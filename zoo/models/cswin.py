@@ -115,11 +115,9 @@ class CSWin(Backbone):
     _init_weights = staticmethod(Swin._init_weights)  # the authors' init: truncated-normal linears, zero biases
     _feat_sizes = Swin._feat_sizes
 
-    def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Set the resolution the model is built for: mixers with position terms sized for their stage's map
-        (Agent-CSWin's) are resampled; CSWin's stripes need nothing (they pad at any size)."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self) -> None:
+        """Mixers with position terms sized for their stage's map (Agent-CSWin's) are resampled to
+        `self.img_size`; CSWin's stripes need nothing (they pad at any size)."""
         for stage, feat_size in zip(self.stages, self._feat_sizes(self.img_size, len(self.stages))):
             for block in stage.blocks:
                 block.set_input_size(feat_size, feat_size)

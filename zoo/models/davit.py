@@ -74,10 +74,12 @@ class _Downsample(nn.Module):
 
 
 class _Head(NormMlpClassifierHead):
-    """timm's NormMlpClassifierHead (pool -> LayerNorm -> fc) fed channels-last maps."""
+    """timm's NormMlpClassifierHead (pool -> LayerNorm -> fc) fed channels-last maps; unpooled (global_pool '')
+    it returns them channels-last too, the layout of forward_features."""
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return super().forward(x.permute(0, 3, 1, 2), pre_logits=pre_logits)
+        x = super().forward(x.permute(0, 3, 1, 2), pre_logits=pre_logits)
+        return x if x.ndim == 2 else x.permute(0, 2, 3, 1)
 
 
 class DaViT(Backbone):

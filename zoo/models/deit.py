@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.layers import DropPath, get_device_dtype, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.models.vision_transformer import global_pool_nlc
 
 from ..layers import Attention, Mlp, PatchEmbed
 from ._base import Backbone
@@ -65,32 +66,42 @@ class DeiTBlock(nn.Module):
 
 
 class TokenHead(nn.Module):
-    """Classifier on the class token ('token') or the mean patch token ('avg'); `reset` like timm's heads."""
+    """Classifier on pooled tokens, pooled as timm's ViT pools them: the class token ('token'), the patch tokens'
+    mean / max / mean + max ('avg', 'max', 'avgmax'), or not at all (''); `reset` like timm's heads."""
+    pool_types = ('', 'token', 'avg', 'max', 'avgmax')
 
     def __init__(self, in_features: int, num_classes: int, pool_type: str = 'token', drop_rate: float = 0.):
         super().__init__()
-        self.in_features = in_features
-        self.pool_type = pool_type
+        self.in_features = self.num_features = in_features
+        self.pool_type = self._checked(pool_type)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def reset(self, num_classes: int, pool_type: Optional[str] = None) -> None:
+    def _checked(self, pool_type: str) -> str:
+        if pool_type not in self.pool_types:
+            raise ValueError(f'token pooling must be one of {self.pool_types}, got {pool_type!r}')
+        return pool_type
+
+    def reset(self, num_classes: int, pool_type: Optional[str] = None, reset_other: bool = False,
+              in_features: Optional[int] = None, device=None, dtype=None) -> None:
+        """reset_other: nothing else to drop (timm's head API)."""
         if pool_type is not None:
-            self.pool_type = pool_type
-        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+            self.pool_type = self._checked(pool_type)
+        if in_features is not None:
+            self.in_features = self.num_features = in_features
+        dd = get_device_dtype(self, device=device, dtype=dtype)
+        self.fc = nn.Linear(self.in_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.pool_type == 'avg':
-            x = x[:, 1:].mean(dim=1)
-        elif self.pool_type == 'token':
-            x = x[:, 0]
-        x = self.drop(x)
+        x = self.drop(global_pool_nlc(x, self.pool_type, num_prefix_tokens=1))
         return x if pre_logits else self.fc(x)
 
 
 class DeiT(Backbone):
     output_fmt = 'NLC'
     feature_levels = 'blocks'
+    norm_fits_every_level = True
+    has_class_token = True
     intermediate_fmts = ('NCHW', 'NHWC', 'NLC')
 
     def __init__(
@@ -159,7 +170,6 @@ class DeiT(Backbone):
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.norm = norm_layer(embed_dim)
         self.head = TokenHead(embed_dim, num_classes, global_pool, drop_rate)
-        self.grad_checkpointing = False
         trunc_normal_(self.pos_embed, std=.02)
         trunc_normal_(self.cls_token, std=.02)
         self.apply(self._init_weights)
@@ -178,10 +188,8 @@ class DeiT(Backbone):
         """Prefix tokens in the input of block i."""
         return self.num_prefix_tokens if i >= self.cls_token_at else 0
 
-    def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Set the resolution the model is built for: position embedding and mixer position terms are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self) -> None:
+        """Position embedding and mixer position terms are resampled to `self.img_size`'s patch grid."""
         grid = self._grid(self.img_size)
         with torch.no_grad():
             pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size),
@@ -236,10 +244,6 @@ class DeiT(Backbone):
         return taken
 
     # -- training helpers ------------------------------------------------------------------------
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False):
         return dict(stem=r'^cls_token|^pos_embed|^stem', blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))])

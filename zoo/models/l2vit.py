@@ -136,10 +136,8 @@ class L2ViT(Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def set_input_size(self, img_size=None, window_size=None, **kwargs) -> None:
+    def _resize(self, window_size=None) -> None:
         """Nothing is position-dependent except the window size of the LWA blocks."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
         if window_size is not None:
             for stage in self.stages:
                 for block in stage.blocks:
@@ -166,13 +164,15 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
+_CFG = dict(first_conv='stem.proj.0')  # the stem's first conv (timm adapts it for in_chans != 3)
 default_cfgs = generate_default_cfgs(licensed('mit', {
-    'zoo_l2vit_tiny.in1k': cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth'),
-    'zoo_l2vit_small.in1k': cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth'),
-    'zoo_l2vit_base.in1k': cfg(_URL + 'L2ViT-Base-checkpoint-best-ema.pth'),
-    'zoo_l2vit_base.in22k_ft_in1k': cfg(_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth'),
+    'zoo_l2vit_tiny.in1k': cfg(_URL + 'L2ViT-Tiny-checkpoint-best-ema.pth', **_CFG),
+    'zoo_l2vit_small.in1k': cfg(_URL + 'L2ViT-Small-checkpoint-best-ema.pth', **_CFG),
+    'zoo_l2vit_base.in1k': cfg(_URL + 'L2ViT-Base-checkpoint-best-ema.pth', **_CFG),
+    'zoo_l2vit_base.in22k_ft_in1k': cfg(_URL + 'L2ViT-Base-22k21k-finetune-224-checkpoint-best.pth', **_CFG),
     'zoo_l2vit_base_384.in22k_ft_in1k': cfg(_URL + 'L2ViT-Base-22k21k-finetune-384-checkpoint-best.pth',
-                                           input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+                                           input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0,
+                                           **_CFG),
 }))
 
 # the authors' models/l2vit.py: conv stem '2L', blocks 'mix_local_enhanced_vit', window 7 (12 at 384);

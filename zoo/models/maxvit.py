@@ -112,10 +112,8 @@ class MaxViT(Backbone):
                                           norm_layer=partial(LayerNorm2d, eps=attn_norm_eps))
         self.apply(init_weights_vit_timm)
 
-    def set_input_size(self, img_size=None, partition_size=None, **kwargs) -> None:
-        """Set the resolution (and window / grid size) the model is built for; bias tables are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self, partition_size=None) -> None:
+        """The window / grid size follows `self.img_size` (or is given); bias tables are resampled."""
         self.partition_size = to_2tuple(partition_size) if partition_size else \
             tuple(s // self.partition_ratio for s in self.img_size)
         for stage in self.stages:

@@ -145,11 +145,6 @@ class NAT(Backbone):
 
     _init_weights = staticmethod(Swin._init_weights)  # trunc-normal(.02) Linear weights, zero biases
 
-    def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Nothing depends on the input size (dilations adapt per call); only records it."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
-
 
 # --- checkpoints -----------------------------------------------------------------------------------------
 _ZOO_FROM_AUTHORS = [

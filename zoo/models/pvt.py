@@ -131,10 +131,8 @@ class PVT(Backbone):
     _init_weights = staticmethod(Swin._init_weights)  # same init and stage sizes as the Swin host
     _feat_sizes = Swin._feat_sizes
 
-    def set_input_size(self, img_size=None, **kwargs) -> None:
-        """Set the resolution the model is built for: position embeddings and mixer position terms are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self) -> None:
+        """Position embeddings and mixer position terms are resampled to `self.img_size`'s stage grids."""
         feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
         self.stem.set_grid_size(feat_sizes[0])
         for i, stage in enumerate(self.stages):

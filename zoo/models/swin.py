@@ -138,10 +138,8 @@ class Swin(Backbone):
             size = [math.ceil(s / 2) for s in size]
         return sizes
 
-    def set_input_size(self, img_size=None, window_size=None, **kwargs) -> None:
-        """Set the resolution (and window size) the model is built for; position tables are resampled."""
-        if img_size is not None:
-            self.img_size = to_2tuple(img_size)
+    def _resize(self, window_size=None) -> None:
+        """Shift masks follow `self.img_size`; a new window size (one, or one per stage) resamples the tables."""
         feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
         for i, stage in enumerate(self.stages):
             win = window_size if window_size is None or isinstance(window_size, int) else window_size[i]
