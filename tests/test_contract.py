@@ -150,6 +150,7 @@ def check_pretrained_cfg(m, references):
     assert re.fullmatch(r'[a-z0-9_]+', cfg['tag']), cfg['tag']
     assert f"{cfg['architecture']}.{cfg['tag']}" in timm.models.get_arch_pretrained_cfgs(cfg['architecture'])
     assert cfg['crop_mode'] in ('center', 'squash', 'border') and 0 < cfg['crop_pct'] <= 1
+    assert re.fullmatch(r'[a-z0-9.-]+', cfg['license']), cfg['license']  # an id (mit, apache-2.0), not 'see url'
     assert len(cfg['mean']) == len(cfg['std']) == m.in_chans == cfg['input_size'][0]
     first_conv = m.get_submodule(cfg['first_conv'])  # what timm adapts for in_chans != 3
     assert isinstance(first_conv, nn.Conv2d) and first_conv.in_channels == m.in_chans, cfg['first_conv']
