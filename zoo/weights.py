@@ -26,6 +26,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 
 from .train import UsageError
+from .train.checkpoint import save_atomic
 
 __all__ = ['MANIFEST', 'COLUMNS', 'checkpoint_dir', 'registry_rows', 'read_manifest', 'write_manifest',
            'manifest_problems', 'fetch', 'sha256_of', 'verify', 'convert']
@@ -321,7 +322,7 @@ def convert(path: os.PathLike, model_name: str, to: str, out_dir: os.PathLike, *
     out.mkdir(parents=True, exist_ok=True)
     if to == 'timm':
         written = [out / f'{model_name}.pth']
-        torch.save(state_dict, written[0])
+        save_atomic(state_dict, str(written[0]))
         return written
     from safetensors.torch import save_file
 
