@@ -101,7 +101,7 @@ def test_grid_mask_hides_padded_keys():
     pad[6] = True  # grid row 6 of the windows with an odd row offset is image row 13
     pad = pad.flatten()
     real_queries = mask[2][~pad]
-    assert (real_queries[:, pad] == -100).all() and (real_queries[:, ~pad] == 0).all()
+    assert (real_queries[:, pad] == float('-inf')).all() and (real_queries[:, ~pad] == 0).all()
     assert (mask[0] == 0).all()
 
 

@@ -45,7 +45,7 @@ inline void exp_rows(float *const *row, const __m256 *max, int64_t nv, float *in
     for (int r = 0; r < R; r++) m[r] = _mm256_set1_ps(reduce_max(max[r])), sum[r] = _mm256_setzero_ps();
     for (int64_t t = 0; t < nv; t++) {
         for (int r = 0; r < R; r++) {
-            const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(row[r] + 8 * t), m[r]));
+            const __m256 e = softmax_exp8(_mm256_sub_ps(_mm256_load_ps(row[r] + 8 * t), m[r]));
             _mm256_store_ps(row[r] + 8 * t, e);
             sum[r] = _mm256_add_ps(sum[r], e);
         }

@@ -185,8 +185,8 @@ def to_official_layout(model: Swin) -> Dict[str, Dict[str, torch.Tensor]]:
             prefix = f'layers.{i}.blocks.{j}.'
             state_dict[prefix + 'attn.relative_position_index'] = block.attn.rel_pos.index.clone()
             if any(block.attn.shift_size):
-                state_dict[prefix + 'attn_mask'] = window_mask(*feat_sizes[i], block.attn.window_size,
-                                                               block.attn.shift_size)
+                mask = window_mask(*feat_sizes[i], block.attn.window_size, block.attn.shift_size)
+                state_dict[prefix + 'attn_mask'] = mask.clamp_min(-100.)  # the authors' buffer holds -100
     return {'model': state_dict}
 
 

@@ -142,7 +142,9 @@ def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
     label = label + 9 * torch.roll(pad, shifts=(-sh, -sw), dims=(0, 1))
     windows = PARTITIONS[partition][0](label.view(1, Hp, Wp, 1), window_size)[0, :, :, 0]  # nW, N
     mask = windows[:, None, :] != windows[:, :, None]
-    return torch.zeros(mask.shape).masked_fill_(mask, -100.)  # -100, not -inf: as the released models
+    # -inf (a query always sees itself, so no row is all masked): the released models' -100 leaves weights of
+    # e^-100, subnormal floats that slow every matmul they reach on x86 by 10-100x (padded small maps: 5x)
+    return torch.zeros(mask.shape).masked_fill_(mask, float('-inf'))
 
 
 def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=None, dtype=None,
