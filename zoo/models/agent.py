@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-import torch
-
 from timm.models import generate_default_cfgs
 
 from ..layers import AgentAttention, resize_agent_biases
 from . import cswin, deit, pvt, swin
 from ._builder import build_model, cfg, licensed, register_variants
-from ._convert import note_resampled, rename
+from ._convert import note_resampled
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['resize_agent_tables', 'checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit',
-           'checkpoint_filter_cswin', 'pvt_rename', 'deit_rename']
+           'checkpoint_filter_cswin']
 
 _GRID_BIASES = ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
 
@@ -45,42 +43,14 @@ def checkpoint_filter_swin(state_dict, model):
     return resize_agent_tables(swin.checkpoint_filter_fn(state_dict, model), model)
 
 
-def pvt_rename(state_dict):
-    """The authors' PVT layout (patch_embed{s}, pos_embed{s}, block{s}.{j}, attn.q + attn.kv) -> zoo PVT layout."""
-    if any(k.startswith('stages.') for k in state_dict):
-        return state_dict
-    state_dict = rename(state_dict, [
-        (r'^patch_embed1\.', 'stem.'),
-        (r'^pos_embed1$', 'stem.pos_embed'),
-        (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
-        (r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.pos_embed'),
-        (r'^block(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.'),
-        (r'^head\.(weight|bias)$', r'head.fc.\1'),
-    ])
-    out = {}
-    for k, v in state_dict.items():  # fuse q and kv into one qkv projection (q, k, v order)
-        if k.endswith(('attn.kv.weight', 'attn.kv.bias')):
-            continue
-        if '.attn.q.' in k:
-            out[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, state_dict[k.replace('.attn.q.', '.attn.kv.')]])
-        else:
-            out[k] = v
-    return out
-
-
 def checkpoint_filter_pvt(state_dict, model):
     """Authors' Agent-PVT release -> zoo PVT layout; position embeddings and agent terms resampled."""
-    return resize_agent_tables(pvt.resize_pos_embeds(pvt_rename(state_dict), model), model)
-
-
-def deit_rename(state_dict):
-    """The authors' DeiT layout (timm's old VisionTransformer: patch_embed.proj, plain head) -> zoo DeiT layout."""
-    return rename(state_dict, [(r'^patch_embed\.', 'stem.'), (r'^head\.(weight|bias)$', r'head.fc.\1')])
+    return resize_agent_tables(pvt.resize_pos_embeds(pvt.pvt_rename(state_dict), model), model)
 
 
 def checkpoint_filter_deit(state_dict, model):
     """Authors' Agent-DeiT release -> zoo DeiT layout; position embedding and agent terms resampled."""
-    return resize_agent_tables(deit.resize_deit_pos_embed(deit_rename(state_dict), model), model)
+    return resize_agent_tables(deit.resize_deit_pos_embed(deit.deit_rename(state_dict), model), model)
 
 
 def _agent_args(agent_num: Sequence[int], agent_shapes: Optional[Sequence[Sequence[int]]]):

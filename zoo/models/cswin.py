@@ -17,35 +17,20 @@ from __future__ import annotations
 import re
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import CSWinAttention
 from ..layers.downsample import ConvDownsample
-from ._base import Backbone, Stage
+from ._base import Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename
-from .swin import Swin, SwinBlock
+from ._hosts import MapBlock, MapHost, block_args, stage_widths
 
-__all__ = ['CSWin', 'CSWinBlock', 'checkpoint_filter_fn', 'cswin_rename']
-
-
-class CSWinBlock(SwinBlock):
-    """The Swin block (x + mixer(norm1(x)), x + mlp(norm2(x)) on (B, H, W, C) maps) on the whole map; a mixer with
-    `reads_block_input` also gets the block's input before norm1 (InLine-CSWin predicts a kernel from its mean)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not getattr(self.attn, 'reads_block_input', False):
-            return super().forward(x)
-        x = x + self.drop_path1(self.attn(self.norm1(x), block_input=x))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+__all__ = ['CSWin', 'checkpoint_filter_fn', 'cswin_rename']
 
 
-class CSWin(Backbone):
-    output_fmt = 'NHWC'
-
+class CSWin(MapHost):
     def __init__(
             self,
             img_size: Union[int, Tuple[int, int]] = 224,
@@ -72,53 +57,39 @@ class CSWin(Backbone):
                 configured width).
             mixer_layer: the token mixer, called as mixer_layer(dim=, num_heads=, window_size=<the stage's map at
                 the built size>, shift_size=(0, 0), qkv_bias=, attn_drop=, proj_drop=, split_size=<the stage's>,
-                **args) (see SwinBlock).
+                **args) (see zoo/models/_hosts.py MapBlock).
             mixer_args: per stage, a dict of extra mixer arguments or a list of one dict per block. A dict that
                 names its own `mixer_layer` gets only its own arguments (no split_size): hybrids such as
                 InLine-CSWin stay this host.
         """
         super().__init__()
         num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.patch_size = 4
-        self.min_input_size = (self.patch_size * 2 ** (num_stages - 1),) * 2
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = dims[-1]
+        dims = stage_widths(embed_dim, num_stages)
+        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
         mixer_args = mixer_args or [{}] * num_stages
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
-        self.stem = ConvDownsample(in_chans, embed_dim, 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
-        stages, self.feature_info = [], []
-        for i, feat_size in enumerate(self._feat_sizes(self.img_size, num_stages)):
+        self.stem = ConvDownsample(in_chans, dims[0], 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
+        stages = []
+        for i, feat_size in enumerate(self._stage_sizes(num_stages=num_stages)):
             blocks = []
             for j in range(depths[i]):
-                args = dict(mixer_args[i][j] if isinstance(mixer_args[i], (list, tuple)) else mixer_args[i])
+                args = block_args(mixer_args, i, j)
                 layer = args.pop('mixer_layer', None)
                 if layer is None:
                     layer, args = mixer_layer, dict(split_size=split_size[i], **args)
-                blocks.append(CSWinBlock(
+                blocks.append(MapBlock(
                     dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size, mixer_layer=layer,
                     mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
                     drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
             merge = ConvDownsample(dims[i - 1], dims[i], 3, 2, 1, norm_layer=norm_layer, input_fmt='NHWC',
                                    output_fmt='NHWC') if i > 0 else None
             stages.append(Stage(blocks, merge))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=self.patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(self._init_weights)
-
-    _init_weights = staticmethod(Swin._init_weights)  # the authors' init: truncated-normal linears, zero biases
-    _feat_sizes = Swin._feat_sizes
+        self._finish(stages, dims, norm_layer(self.num_features), global_pool, drop_rate)
 
     def _resize(self) -> None:
         """Mixers with position terms sized for their stage's map (Agent-CSWin's) are resampled to
         `self.img_size`; CSWin's stripes need nothing (they pad at any size)."""
-        for stage, feat_size in zip(self.stages, self._feat_sizes(self.img_size, len(self.stages))):
+        for stage, feat_size in zip(self.stages, self._stage_sizes()):
             for block in stage.blocks:
                 block.set_input_size(feat_size, feat_size)
 

@@ -16,21 +16,19 @@ from timm.models import generate_default_cfgs
 
 from ..layers import InLineAttention
 from . import cswin, deit, pvt, swin
-from .agent import deit_rename, pvt_rename
 from ._builder import build_model, cfg, licensed, register_variants
 from ._hybrid import hybrid_swin_args
 
 __all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit', 'checkpoint_filter_cswin']
 
 
-def checkpoint_filter_swin(state_dict, model):
-    """Authors' InLine-Swin release (official Swin layout + InLine terms) -> zoo Swin layout."""
-    return swin.checkpoint_filter_fn(state_dict, model)
+# the authors' InLine-Swin release is the official Swin layout plus the InLine terms (no position-dependent ones)
+checkpoint_filter_swin = swin.checkpoint_filter_fn
 
 
 def checkpoint_filter_pvt(state_dict, model):
     """Authors' InLine-PVT release -> zoo PVT layout; position embeddings resampled."""
-    return pvt.resize_pos_embeds(pvt_rename(state_dict), model)
+    return pvt.resize_pos_embeds(pvt.pvt_rename(state_dict), model)
 
 
 def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 2, 2), **kwargs):
@@ -40,7 +38,7 @@ def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = 
 
 def checkpoint_filter_deit(state_dict, model):
     """Authors' InLine-DeiT release -> zoo DeiT layout; position embedding resampled."""
-    return deit.resize_deit_pos_embed(deit_rename(state_dict), model)
+    return deit.resize_deit_pos_embed(deit.deit_rename(state_dict), model)
 
 
 def _create_deit(variant: str, pretrained: bool = False, **kwargs):

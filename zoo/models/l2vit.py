@@ -12,11 +12,12 @@ from typing import Callable, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
 from ..layers.cpe import ConvPosEnc
+from ..layers.init import trunc_normal_init_
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -127,14 +128,7 @@ class L2ViT(Backbone):
         self.norm = nn.LayerNorm(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt='NHWC')
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init_)
 
     def _resize(self, window_size=None) -> None:
         """Nothing is position-dependent except the window size of the LWA blocks."""
