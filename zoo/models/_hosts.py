@@ -16,9 +16,9 @@ from timm.layers import ClassifierHead, DropPath, to_2tuple
 
 from ..layers import Mlp, WindowAttention, clamp_window
 from ..layers.init import trunc_normal_init_
-from ._base import Backbone
+from ._base import Backbone, Stage
 
-__all__ = ['MapBlock', 'MapHost', 'block_args', 'init_linears_', 'stage_sizes', 'stage_widths']
+__all__ = ['MapBlock', 'MapHost', 'MixerHost', 'block_args', 'init_linears_', 'stage_sizes', 'stage_widths']
 
 # the hosts' init (Swin's, and the authors' of PVT, DeiT, NAT, CSWin): truncated-normal(.02) Linear weights, zero
 # biases; convs and norms keep torch's defaults
@@ -94,20 +94,19 @@ class MapBlock(nn.Module):
 
 class MapHost(Backbone):
     """Base of the hierarchical hosts with (B, H, W, C) stage outputs: `_setup` starts a constructor (the common
-    attributes, per-stage drop-path rates), `_finish` ends it (stages, final norm, classifier head, init)."""
+    attributes, per-stage drop-path rates), `_finish` ends it (stages, final norm, classifier head, the hosts' init).
+    NAT, whose block is its own, uses these directly; MixerHost is the whole constructor around a token mixer."""
     output_fmt = 'NHWC'
     patch_size: int = 4  # the stem's stride: stage i's map is img / (patch_size * 2^i)
 
     def _setup(self, img_size: Union[int, Tuple[int, int]], in_chans: int, num_classes: int, widths: Sequence[int],
-               depths: Sequence[int], drop_path_rate: float,
-               min_input_size: Optional[int] = None) -> Tuple[torch.Tensor, ...]:
-        """Sets the contract's attributes; returns each stage's drop-path rates (linear over all blocks).
-        min_input_size: the smallest side the network takes (default: one pixel at the last stage)."""
+               depths: Sequence[int], drop_path_rate: float) -> Tuple[torch.Tensor, ...]:
+        """Sets the contract's attributes (min_input_size: one pixel at the last stage); returns each stage's
+        drop-path rates (linear over all blocks)."""
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.img_size = to_2tuple(img_size)
-        side = min_input_size or self.patch_size * 2 ** (len(depths) - 1)
-        self.min_input_size = (side, side)
+        self.min_input_size = (self.patch_size * 2 ** (len(depths) - 1),) * 2
         self.num_features = widths[-1]
         return torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
@@ -126,3 +125,89 @@ class MapHost(Backbone):
                      num_stages: Optional[int] = None) -> List[Tuple[int, int]]:
         """The stage map sizes at `img_size` (default: the size the model is built for)."""
         return stage_sizes(img_size or self.img_size, self.patch_size, num_stages or len(self.stages))
+
+
+class MixerHost(MapHost):
+    """The hierarchical host around a token mixer: a stem, stages of `MapBlock`s (each stage after the first
+    opening with a downsample), a final norm and a classifier head, all on (B, H, W, C) maps.
+
+    A family (Swin, PVT, CSWin) is this host with its own `_stem`, `_downsample` and, where it places windows or
+    adds mixer arguments, `_window` and `_mixer_kwargs`.
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            embed_dim: Union[int, Sequence[int]] = 96,
+            depths: Sequence[int] = (2, 2, 6, 2),
+            num_heads: Sequence[int] = (3, 6, 12, 24),
+            mlp_ratio: Union[float, Sequence[float]] = 4.,
+            qkv_bias: bool = True,
+            drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.1,
+            norm_layer: Callable = nn.LayerNorm,
+            final_norm: bool = True,
+            mixer_layer: Optional[Callable] = WindowAttention,
+            mixer_args: Optional[Sequence[Union[Dict[str, Any], Sequence[Dict[str, Any]]]]] = None,
+    ):
+        """
+        Args:
+            embed_dim: stage 1's width (doubled per stage) or one width per stage (`stage_widths`).
+            mlp_ratio: one MLP ratio, or one per stage.
+            final_norm: a norm after the last stage (else none: Agent-/InLine-PVT).
+            mixer_layer: the token mixer, built by MapBlock (see there) with `_mixer_kwargs` and
+                mixer_args[stage] (or [stage][block]); a dict there that names its own `mixer_layer` builds that
+                mixer instead (hybrids: global agent / InLine attention in some blocks stay this host).
+        """
+        super().__init__()
+        if mixer_layer is None:
+            raise ValueError(f'{type(self).__name__} is a host: pass the token mixer as mixer_layer')
+        num_stages = len(depths)
+        dims = stage_widths(embed_dim, num_stages)
+        mlp_ratios = [mlp_ratio] * num_stages if isinstance(mlp_ratio, (int, float)) else list(mlp_ratio)
+        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
+        mixer_args = mixer_args or [{}] * num_stages
+        feat_sizes = self._stage_sizes(num_stages=num_stages)
+
+        self.stem = self._stem(in_chans, dims[0], feat_sizes[0], norm_layer, drop_rate)
+        stages = []
+        for i, feat_size in enumerate(feat_sizes):
+            blocks = []
+            for j in range(depths[i]):
+                args = block_args(mixer_args, i, j)
+                layer = args.pop('mixer_layer', None)
+                window, shifted = self._window(i, j, feat_size, args.pop('window_size', None))
+                if layer is None:
+                    layer, args = mixer_layer, dict(self._mixer_kwargs(i), **args)
+                blocks.append(MapBlock(
+                    dims[i], num_heads[i], window, shifted=shifted, feat_size=feat_size, mixer_layer=layer,
+                    mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
+            down = self._downsample(dims[i - 1], dims[i], feat_size, norm_layer, drop_rate) if i > 0 else None
+            stages.append(Stage(blocks, down))
+        self._finish(stages, dims, norm_layer(self.num_features) if final_norm else nn.Identity(), global_pool,
+                     drop_rate)
+
+    # -- what a family defines ---------------------------------------------------------------------
+    def _stem(self, in_chans: int, dim: int, feat_size: Tuple[int, int], norm_layer: Callable,
+              drop_rate: float) -> nn.Module:
+        raise NotImplementedError
+
+    def _downsample(self, in_dim: int, out_dim: int, feat_size: Tuple[int, int], norm_layer: Callable,
+                    drop_rate: float) -> nn.Module:
+        raise NotImplementedError
+
+    def _window(self, stage: int, block: int, feat_size: Tuple[int, int],
+                window_size: Optional[Union[int, Tuple[int, int]]]) -> Tuple[Tuple[int, int], bool]:
+        """The block's window (target, clamped to the map by MapBlock) and whether it is shifted; mixer_args may
+        name a window_size. Default: the whole map, unshifted (global mixers, PVT, CSWin)."""
+        return to_2tuple(window_size) if window_size is not None else feat_size, False
+
+    def _mixer_kwargs(self, stage: int) -> Dict[str, Any]:
+        """Arguments the host's own mixer_layer gets in `stage` (not given to mixers that mixer_args names)."""
+        return {}

@@ -15,42 +15,23 @@ Checkpoints: the authors' release (microsoft/CSWin-Transformer) loads strictly t
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import torch.nn as nn
 from timm.models import generate_default_cfgs
 
 from ..layers import CSWinAttention
 from ..layers.downsample import ConvDownsample
-from ._base import Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename
-from ._hosts import MapBlock, MapHost, block_args, stage_widths
+from ._hosts import MixerHost
 
 __all__ = ['CSWin', 'checkpoint_filter_fn', 'cswin_rename']
 
 
-class CSWin(MapHost):
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dim: int = 64,
-            depths: Sequence[int] = (1, 2, 21, 1),
-            num_heads: Sequence[int] = (2, 4, 8, 16),
-            split_size: Sequence[Optional[int]] = (1, 2, 7, None),
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = nn.LayerNorm,
-            mixer_layer: Callable = CSWinAttention,
-            mixer_args: Optional[Sequence] = None,
-    ):
+class CSWin(MixerHost):
+    def __init__(self, embed_dim: int = 64, depths: Sequence[int] = (1, 2, 21, 1),
+                 num_heads: Sequence[int] = (2, 4, 8, 16), split_size: Sequence[Optional[int]] = (1, 2, 7, None),
+                 mixer_layer: Callable = CSWinAttention, **kwargs):
         """
         Args:
             split_size: stripe width per stage; None = global attention (the authors' last stage, whatever its
@@ -58,33 +39,21 @@ class CSWin(MapHost):
             mixer_layer: the token mixer, called as mixer_layer(dim=, num_heads=, window_size=<the stage's map at
                 the built size>, shift_size=(0, 0), qkv_bias=, attn_drop=, proj_drop=, split_size=<the stage's>,
                 **args) (see zoo/models/_hosts.py MapBlock).
-            mixer_args: per stage, a dict of extra mixer arguments or a list of one dict per block. A dict that
-                names its own `mixer_layer` gets only its own arguments (no split_size): hybrids such as
-                InLine-CSWin stay this host.
+            **kwargs: the host's (MixerHost): img_size, mlp_ratio, drop rates, mixer_args (per stage, a dict of extra
+                mixer arguments or a list of one dict per block; a dict that names its own `mixer_layer` gets only
+                its own arguments, no split_size: hybrids such as InLine-CSWin stay this host), ...
         """
-        super().__init__()
-        num_stages = len(depths)
-        dims = stage_widths(embed_dim, num_stages)
-        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
-        mixer_args = mixer_args or [{}] * num_stages
+        self.split_size = tuple(split_size)
+        super().__init__(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = ConvDownsample(in_chans, dims[0], 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
-        stages = []
-        for i, feat_size in enumerate(self._stage_sizes(num_stages=num_stages)):
-            blocks = []
-            for j in range(depths[i]):
-                args = block_args(mixer_args, i, j)
-                layer = args.pop('mixer_layer', None)
-                if layer is None:
-                    layer, args = mixer_layer, dict(split_size=split_size[i], **args)
-                blocks.append(MapBlock(
-                    dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size, mixer_layer=layer,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
-            merge = ConvDownsample(dims[i - 1], dims[i], 3, 2, 1, norm_layer=norm_layer, input_fmt='NHWC',
-                                   output_fmt='NHWC') if i > 0 else None
-            stages.append(Stage(blocks, merge))
-        self._finish(stages, dims, norm_layer(self.num_features), global_pool, drop_rate)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return ConvDownsample(in_chans, dim, 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
+
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return ConvDownsample(in_dim, out_dim, 3, 2, 1, norm_layer=norm_layer, input_fmt='NHWC', output_fmt='NHWC')
+
+    def _mixer_kwargs(self, stage):
+        return dict(split_size=self.split_size[stage])
 
     def _resize(self) -> None:
         """Mixers with position terms sized for their stage's map (Agent-CSWin's) are resampled to
@@ -154,10 +123,16 @@ default_cfgs = generate_default_cfgs({
 
 # the authors' models/cswin.py (CSWin_{dim}_{depths}_{size}): stripe widths 1-2-7 at 224, 1-2-12 at 384, stage 4
 # global; drop_path from their README's commands (T 0.2, S 0.4, B 0.5, B-384 fine-tuned with 0.7, L with 0.2)
-_T = dict(embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16))
-_S = dict(embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))
-_B = dict(embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32))
-_L = dict(embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24))
+CSWIN_WIDTHS = {
+    'tiny': dict(embed_dim=64, num_heads=(2, 4, 8, 16)),
+    'small': dict(embed_dim=64, num_heads=(2, 4, 8, 16)),
+    'base': dict(embed_dim=96, num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dim=144, num_heads=(6, 12, 24, 24)),
+}
+_T = dict(**CSWIN_WIDTHS['tiny'], depths=(1, 2, 21, 1))
+_S = dict(**CSWIN_WIDTHS['small'], depths=(2, 4, 32, 2))
+_B = dict(**CSWIN_WIDTHS['base'], depths=(2, 4, 32, 2))
+_L = dict(**CSWIN_WIDTHS['large'], depths=(2, 4, 32, 2))
 SPLIT_224, SPLIT_384 = (1, 2, 7, None), (1, 2, 12, None)
 CSWIN_VARIANTS = {
     'zoo_cswin_tiny': dict(**_T, split_size=SPLIT_224, drop_path_rate=0.2),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
 from ..layers import PatchEmbed
-from ._base import Stage
 from ._convert import note_resampled, rename
-from ._hosts import MapBlock, MapHost, block_args
+from ._hosts import MixerHost
 
 __all__ = ['PVT', 'PvtEmbed', 'pvt_rename', 'resize_pos_embed', 'resize_pos_embeds']
 
@@ -65,57 +64,27 @@ class PvtEmbed(PatchEmbed):
         return self.pos_drop(x + pos)
 
 
-class PVT(MapHost):
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            patch_size: int = 4,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 320, 512),
-            depths: Sequence[int] = (2, 2, 2, 2),
-            num_heads: Sequence[int] = (1, 2, 5, 8),
-            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
-            final_norm: bool = False,
-            mixer_layer: Optional[Callable] = None,
-            mixer_args: Optional[Sequence[Dict]] = None,
-    ):
+class PVT(MixerHost):
+    def __init__(self, patch_size: int = 4, embed_dims: Sequence[int] = (64, 128, 320, 512),
+                 depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (1, 2, 5, 8),
+                 mlp_ratios: Sequence[float] = (8, 8, 4, 4), norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
+                 final_norm: bool = False, mixer_layer: Optional[Callable] = None, **kwargs):
         """
         Args:
-            mixer_layer: token mixer class (see module doc); required.
-            mixer_args: extra mixer keyword arguments, one dict per stage.
+            mlp_ratios: one MLP ratio per stage.
             final_norm: a LayerNorm after the last stage (PVT-v1 has one; Agent-/InLine-PVT drop it).
+            mixer_layer: token mixer class (see module doc); required.
+            **kwargs: the host's (MixerHost): img_size, drop rates, mixer_args (one dict per stage), ...
         """
-        super().__init__()
-        if mixer_layer is None:
-            raise ValueError('PVT is a host: pass the token mixer as mixer_layer')
-        num_stages = len(depths)
         self.patch_size = patch_size
-        dpr = self._setup(img_size, in_chans, num_classes, embed_dims, depths, drop_path_rate)
-        mixer_args = mixer_args or [{}] * num_stages
-        feat_sizes = self._stage_sizes(num_stages=num_stages)
+        super().__init__(embed_dim=embed_dims, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratios,
+                         norm_layer=norm_layer, final_norm=final_norm, mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = PvtEmbed(patch_size, in_chans, embed_dims[0], feat_sizes[0], 'NCHW', drop_rate)
-        stages = []
-        for i, feat_size in enumerate(feat_sizes):
-            blocks = [
-                MapBlock(embed_dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size,
-                         mixer_layer=mixer_layer, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias,
-                         proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i][j].item(),
-                         norm_layer=norm_layer, **block_args(mixer_args, i, j))
-                for j in range(depths[i])
-            ]
-            down = PvtEmbed(2, embed_dims[i - 1], embed_dims[i], feat_size, 'NHWC', drop_rate) if i > 0 else None
-            stages.append(Stage(blocks, down))
-        self._finish(stages, embed_dims, norm_layer(self.num_features) if final_norm else nn.Identity(), global_pool,
-                     drop_rate)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return PvtEmbed(self.patch_size, in_chans, dim, feat_size, 'NCHW', drop_rate)
+
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return PvtEmbed(2, in_dim, out_dim, feat_size, 'NHWC', drop_rate)
 
     def _resize(self) -> None:
         """Position embeddings and mixer position terms are resampled to `self.img_size`'s stage grids."""
@@ -162,3 +131,12 @@ def pvt_rename(state_dict):
         else:
             out[k] = v
     return out
+
+
+# PVT-v1's depths per size, with the drop-path rates of the authors' Agent- / InLine-PVT configs (cfgs/*_pvt_*.yaml)
+PVT_SIZES = {
+    'tiny': dict(depths=(2, 2, 2, 2), drop_path_rate=0.1),
+    'small': dict(depths=(3, 4, 6, 3), drop_path_rate=0.1),
+    'medium': dict(depths=(3, 4, 18, 3), drop_path_rate=0.3),
+    'large': dict(depths=(3, 8, 27, 3), drop_path_rate=0.3),
+}

@@ -6,76 +6,46 @@ Checkpoints: the official release (microsoft/Swin-Transformer) and timm's `swin_
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Sequence, Union
 
 import torch
-import torch.nn as nn
 from timm.layers import to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import PatchEmbed, PatchMerging, WindowAttention, window_mask
-from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import drop, rename, resize_rel_pos_tables
-from ._hosts import MapBlock, MapHost, block_args, stage_widths
+from ._hosts import MixerHost
 
 __all__ = ['Swin', 'checkpoint_filter_fn', 'to_official_layout']
 
 
-class Swin(MapHost):
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            patch_size: int = 4,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dim: int = 96,
-            depths: Sequence[int] = (2, 2, 6, 2),
-            num_heads: Sequence[int] = (3, 6, 12, 24),
-            window_size: Union[int, Sequence[int]] = 7,
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = nn.LayerNorm,
-            mixer_layer: Callable = WindowAttention,
-            mixer_args: Optional[Sequence[Dict]] = None,
-    ):
+class Swin(MixerHost):
+    def __init__(self, patch_size: int = 4, window_size: Union[int, Sequence[int]] = 7,
+                 mixer_layer: Callable = WindowAttention, **kwargs):
         """
         Args:
-            window_size: one window size for all stages, or one per stage.
+            patch_size: the patch embedding's stride.
+            window_size: one window size for all stages, or one per stage; odd blocks shift by half a window.
             mixer_layer: token mixer class, called as mixer_layer(dim=, num_heads=, window_size=, shift_size=,
-                qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]).
-            mixer_args: extra mixer keyword arguments, one dict per stage, or a list of one dict per block of
-                that stage. A dict may also name its own `mixer_layer` and `window_size`, so hybrids (global
-                agent / InLine attention in some blocks, window attention in others) stay this host.
+                qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]); a mixer_args dict may name its own
+                `mixer_layer` and `window_size`.
+            **kwargs: the host's (MixerHost): img_size, embed_dim, depths, num_heads, mlp_ratio, drop rates, ...
         """
-        super().__init__()
-        num_stages = len(depths)
         self.patch_size = patch_size
-        dims = stage_widths(embed_dim, num_stages)
-        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
-        windows = [to_2tuple(window_size)] * num_stages if isinstance(window_size, int) else \
+        num_stages = len(kwargs.get('depths', (2, 2, 6, 2)))
+        self._windows = [to_2tuple(window_size)] * num_stages if isinstance(window_size, int) else \
             [to_2tuple(w) for w in window_size]
-        mixer_args = mixer_args or [{}] * num_stages
+        super().__init__(mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = PatchEmbed(patch_size, in_chans, dims[0], norm_layer=norm_layer)
-        stages = []
-        for i, feat_size in enumerate(self._stage_sizes(num_stages=num_stages)):
-            blocks = []
-            for j in range(depths[i]):
-                args = block_args(mixer_args, i, j)
-                blocks.append(MapBlock(
-                    dims[i], num_heads[i], to_2tuple(args.pop('window_size', windows[i])), shifted=j % 2 == 1,
-                    feat_size=feat_size, mixer_layer=args.pop('mixer_layer', mixer_layer), mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
-            downsample = PatchMerging(dims[i - 1], dims[i], norm_layer=norm_layer) if i > 0 else None
-            stages.append(Stage(blocks, downsample))
-        self._finish(stages, dims, norm_layer(self.num_features), global_pool, drop_rate)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return PatchEmbed(self.patch_size, in_chans, dim, norm_layer=norm_layer)
+
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return PatchMerging(in_dim, out_dim, norm_layer=norm_layer)
+
+    def _window(self, stage, block, feat_size, window_size):
+        return to_2tuple(window_size if window_size is not None else self._windows[stage]), block % 2 == 1
 
     def _resize(self, window_size=None) -> None:
         """Shift masks follow `self.img_size`; a new window size (one, or one per stage) resamples the tables."""
@@ -146,16 +116,20 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
                                                input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
 }))
 
-# variants as data: the paper's Table (C, depths, heads) and window size per resolution
+# variants as data: the paper's Table (C, depths, heads) per size, and window size per resolution
+SWIN_SIZES = {
+    'tiny': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
 SWIN_VARIANTS = {
-    'zoo_swin_tiny': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_swin_small': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_swin_base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
-    'zoo_swin_large': dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
-    'zoo_swin_base_384': dict(img_size=384, window_size=12, embed_dim=128, depths=(2, 2, 18, 2),
-                              num_heads=(4, 8, 16, 32)),
-    'zoo_swin_large_384': dict(img_size=384, window_size=12, embed_dim=192, depths=(2, 2, 18, 2),
-                               num_heads=(6, 12, 24, 48)),
+    'zoo_swin_tiny': SWIN_SIZES['tiny'],
+    'zoo_swin_small': SWIN_SIZES['small'],
+    'zoo_swin_base': SWIN_SIZES['base'],
+    'zoo_swin_large': SWIN_SIZES['large'],
+    'zoo_swin_base_384': dict(img_size=384, window_size=12, **SWIN_SIZES['base']),
+    'zoo_swin_large_384': dict(img_size=384, window_size=12, **SWIN_SIZES['large']),
 }
 
 
