@@ -141,7 +141,7 @@ def test_tf_bias_table_conversion_matches_timm():
     torch.testing.assert_close(ours(), tf.get_bias().reshape(2, 15, 15))  # timm: (heads, N, N)
 
 
-SMALL_MAXVIT = dict(embed_dims=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16)  # a tiny twin config
+SMALL_MAXVIT = dict(embed_dim=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16)  # a tiny twin config
 
 
 @torch.no_grad()

@@ -142,7 +142,7 @@ register_variants(_create_swin, AGENT_SWIN_VARIANTS, __name__)
 
 # the authors' models/agent_pvt.py + cfgs/agent_pvt_*.yaml: PVT-v1 widths, agent attention in every stage (AAAA,
 # no spatial reduction), no final norm
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
+_PVT = dict(embed_dim=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
 AGENT_PVT_VARIANTS = {f'zoo_agent_pvt_{size}': dict(_PVT, **args) for size, args in pvt.PVT_SIZES.items()}
 register_variants(_create_pvt, AGENT_PVT_VARIANTS, __name__)
 

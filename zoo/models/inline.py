@@ -106,7 +106,7 @@ register_variants(_create_swin, INLINE_SWIN_VARIANTS, __name__)
 
 # the authors' models/inline_pvt.py + cfgs/inline_pvt_*.yaml: PVT-v1 widths with twice the heads, InLine attention
 # in every stage (IIII, no spatial reduction), no final norm
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
+_PVT = dict(embed_dim=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
 INLINE_PVT_VARIANTS = {f'zoo_inline_pvt_{size}': dict(_PVT, **args) for size, args in pvt.PVT_SIZES.items()}
 register_variants(_create_pvt, INLINE_PVT_VARIANTS, __name__)
 

@@ -65,7 +65,7 @@ class PvtEmbed(PatchEmbed):
 
 
 class PVT(MixerHost):
-    def __init__(self, patch_size: int = 4, embed_dims: Sequence[int] = (64, 128, 320, 512),
+    def __init__(self, patch_size: int = 4, embed_dim: Sequence[int] = (64, 128, 320, 512),
                  depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (1, 2, 5, 8),
                  mlp_ratios: Sequence[float] = (8, 8, 4, 4), norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
                  final_norm: bool = False, mixer_layer: Optional[Callable] = None, **kwargs):
@@ -77,7 +77,7 @@ class PVT(MixerHost):
             **kwargs: the host's (MixerHost): img_size, drop rates, mixer_args (one dict per stage), ...
         """
         self.patch_size = patch_size
-        super().__init__(embed_dim=embed_dims, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratios,
+        super().__init__(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratios,
                          norm_layer=norm_layer, final_norm=final_norm, mixer_layer=mixer_layer, **kwargs)
 
     def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
