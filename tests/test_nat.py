@@ -222,7 +222,8 @@ def test_flex_block_mask_is_the_neighbourhood(kernel, dilation, H, W):
     neighbour pair (full blocks only where every pair is one)."""
     from torch.nn.attention.flex_attention import create_mask
     from zoo.layers.attention.neighborhood import _axis_neighbors, _flex_plan
-    tables, block_mask, perm, inverse = _flex_plan(H, W, (kernel, kernel), (dilation, dilation), torch.device('cpu'))
+    tables, block_mask, perm, inverse = _flex_plan((H, W), (kernel, kernel), (dilation, dilation), (1, 1),
+                                                   (False, False), torch.device('cpu'))
     rows, cols = _axis_neighbors(H, kernel, dilation)[0], _axis_neighbors(W, kernel, dilation)[0]
     keys = (rows[:, None, :, None] * W + cols[None, :, None, :]).reshape(H * W, -1)  # HW, k * k
     want = torch.zeros(H * W, H * W, dtype=torch.bool).scatter_(1, keys, True)
