@@ -204,7 +204,8 @@ def _tile_size(kernel_size, stride, group_size) -> Tuple[int, ...]:
     less, but SDPA wants >= 32 queries per tile. 2-D, measured (2 threads, 56x56 map, kernel 7): (4, 8) runs within
     ~3x of window attention with the same FLOPs, (7, 7) ~3.2x, (8, 8) ~3.3x, (4, 4) ~3.1x. Leading axes of a 3-D
     map take 2 (each costs a factor (k + 1) / 2 in keys); 1-D takes >= 32 queries. Each axis is a multiple of its
-    stride, so a stride group never straddles two tiles (stride = kernel: the tiles are the windows)."""
+    stride, so a stride group never straddles two tiles; stride = kernel (blocked attention) tiles by the windows
+    themselves: no masked key at all."""
     nd = len(kernel_size)
     if nd == 1:
         tile = [max(kernel_size[0] + 1, 32)]
@@ -212,7 +213,7 @@ def _tile_size(kernel_size, stride, group_size) -> Tuple[int, ...]:
         rows = max(2, (kernel_size[-2] + 1) // 2)
         lead = [min(2, k) for k in kernel_size[:-2]]
         tile = lead + [rows, max(kernel_size[-1] + 1, -(-32 // (rows * math.prod(lead))))]
-    tile = [-(-t // s) * s for t, s in zip(tile, stride)]
+    tile = [s if s == k else -(-t // s) * s for t, s, k in zip(tile, stride, kernel_size)]
     return tuple(min(t, g) for t, g in zip(tile, group_size))
 
 
@@ -240,8 +241,9 @@ def _axis_plan(length: int, kernel: int, dilation: int, stride: int, causal: boo
     rect_start = torch.minimum(first, true_len[..., 0] - rect).clamp(min=0)
     m = rect_start[..., None, None] + torch.arange(rect)  # d, tiles, 1, rect: key group positions
     valid = (m >= lo[..., None]) & (m < hi[..., None]) & (m < true_len[..., None])  # d, tiles, tile, rect
-    # clamped only for the masked-out pairs (padding query slots past a group's end, keys outside the window)
+    # clamped only for the padding query slots past a group's end (their outputs are dropped)
     rpb_index = torch.where(valid, m - n[..., None] + kernel - 1, torch.zeros_like(valid, dtype=torch.long))
+    rpb_index = rpb_index.clamp(0, 2 * kernel - 2)
 
     def to_map(pos, limit):  # group positions -> map positions, 0 where past the group's end
         return torch.where(pos < limit, g + pos * dilation, torch.zeros_like(pos)).flatten(0, 1)
