@@ -244,3 +244,18 @@ def test_compiled_flex_forward_on_cpu_matches_reference(fresh_dynamo):
         want = neighborhood_attention(q, k, v, kernel, dilation, rpb, 0.4, stride, causal, backend='reference')
         out = neighborhood_attention(q, k, v, kernel, dilation, rpb, 0.4, stride, causal, backend='flex')
     torch.testing.assert_close(out, want, atol=1e-5, rtol=0)
+
+
+def test_compiles_without_graph_breaks():
+    """fullgraph torch.compile of the default (tiled) path with stride and causal: the plan's torch.unique enters
+    the graph as a constant."""
+    torch._dynamo.reset()
+    q, k, v, rpb = (t.detach() for t in _inputs((9, 10), 3, True))
+
+    def fn(q, k, v):
+        return na2d(q, k, v, 3, (1, 2), rpb=rpb, stride=(2, 3), is_causal=(True, False))
+
+    with torch.no_grad():
+        out = torch.compile(fn, backend='aot_eager', fullgraph=True, dynamic=False)(q, k, v)
+        torch.testing.assert_close(out, fn(q, k, v), atol=1e-6, rtol=0)
+    torch._dynamo.reset()
