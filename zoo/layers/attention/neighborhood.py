@@ -276,7 +276,8 @@ def _plan(spatial, kernel_size, dilation, stride, is_causal, tile, device):
 
 def _tile_mask(rpb, dtype, device, axes):
     """(T, heads or 1, prod(tile), prod(rect)) additive mask: -inf outside each query's neighbourhood, rpb inside.
-    Built for the few distinct tile patterns (per axis), then expanded to every tile by one gather."""
+    Built for the few distinct tile patterns (per axis), then expanded to every tile by one gather; (1, ...) when
+    all T tiles share one pattern."""
     inverses, valids, rpb_indexes = zip(*axes)
     nd = len(axes)
     valid = functools.reduce(torch.logical_and, _spread(valids))  # u_0.., tile_0.., rect_0..
@@ -286,6 +287,8 @@ def _tile_mask(rpb, dtype, device, axes):
     else:
         mask = torch.zeros(valid.shape, dtype=dtype, device=device).masked_fill_(~valid, float('-inf'))[None]
     mask = mask.reshape(*mask.shape[:1 + nd], math.prod(valid.shape[nd:2 * nd]), math.prod(valid.shape[2 * nd:]))
+    if all(len(v) == 1 for v in valids):  # every tile alike (blocked attention, one-tile maps): (1, ...), broadcast
+        return mask.flatten(1, nd).transpose(0, 1)
     return mask[(slice(None), *_spread(inverses))].flatten(1, nd).transpose(0, 1)
 
 
@@ -304,8 +307,9 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, stride=None,
     tile = tile or _tile_size(kernel_size, stride, [-(-s // dl) for s, dl in zip(spatial, dilation)])
     q_index, k_index, out_index, axes = _plan(tuple(spatial), tuple(kernel_size), tuple(dilation), stride, is_causal,
                                               tuple(tile), q.device)
-    mask = _tile_mask(rpb, q.dtype, q.device, axes)  # tiles, heads or 1, L, S
-    tiles, _, L, S = mask.shape
+    mask = _tile_mask(rpb, q.dtype, q.device, axes)  # tiles or 1 (shared by all), heads or 1, L, S
+    L, S = mask.shape[-2:]
+    tiles, shared = q_index.numel() // L, mask.shape[0] == 1
     q_index, k_index = q_index.view(tiles, L), k_index.view(tiles, S)
     q, k, v = (x.reshape(B, N, heads, d) for x in (q, k, v))
     out = q.new_empty(B, tiles, L, heads, d)
@@ -314,13 +318,15 @@ def _na_tiled(q, k, v, kernel_size, dilation, rpb=None, scale=None, stride=None,
     tile_bytes = heads * S * d * q.element_size()
     images = 0 if torch.compiler.is_compiling() else max(1, min(B, _CHUNK_BYTES // (tile_bytes * tiles)))
     if not images:  # compiling: one chunk, as a loop over (or a slice by) the batch would fix its size
-        chunks = [(slice(None), slice(None), mask.expand(B, -1, -1, -1, -1).reshape(B * tiles, -1, L, S))]
+        whole = mask if shared else mask.expand(B, -1, -1, -1, -1).reshape(B * tiles, -1, L, S)
+        chunks = [(slice(None), slice(None), whole)]
     elif images > 1:
-        whole = mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
-        chunks = [(slice(b, b + images), slice(None), whole[:min(images, B - b) * tiles]) for b in range(0, B, images)]
+        whole = mask if shared else mask.expand(images, -1, -1, -1, -1).reshape(images * tiles, -1, L, S)
+        chunks = [(slice(b, b + images), slice(None), whole if shared else whole[:min(images, B - b) * tiles])
+                  for b in range(0, B, images)]
     else:  # big maps: runs of tiles of one image
         step = max(1, _CHUNK_BYTES // tile_bytes)
-        chunks = [(slice(b, b + 1), slice(t, t + step), mask[t:t + step])
+        chunks = [(slice(b, b + 1), slice(t, t + step), mask if shared else mask[t:t + step])
                   for b in range(B) for t in range(0, tiles, step)]
     for bs, ts, chunk_mask in chunks:
         qi, ki = q_index[ts], k_index[ts]
