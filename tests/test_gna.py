@@ -220,6 +220,11 @@ def test_dispatch():
     natten_backend = neighborhood_attention.backends['natten']
     assert natten_backend.runs(*args) is natten_available()  # forced on CPU: NATTEN's CPU path
     assert natten_backend.runs(*args[:5], rpb, *args[6:]) is False  # NATTEN has no rpb
+    grad_q = q.clone().requires_grad_()
+    assert natten_backend.runs(grad_q, *args[1:]) is False  # nor a backward on CPU
+    if natten_available():
+        with force_backend('natten', op='neighborhood'), pytest.raises(RuntimeError, match="'natten' does not"):
+            na3d(grad_q, q, q, 3)
     # the tiled path is also what runs without a dispatch (e.g. a caller's own tile)
     out = _na_tiled(*args[:7], stride=args[7], is_causal=args[8], tile=(2, 2, 3))
     torch.testing.assert_close(out, na3d(q, q, q, 3, scale=0.5, stride=(2, 1, 3), is_causal=(True, False, False)))

@@ -145,9 +145,9 @@ def _options(q: torch.Tensor, stride, is_causal) -> Tuple[Tuple[int, ...], Tuple
 def _per_axis(value, nd: int, name: str, kind=int) -> tuple:
     """One value per axis from a scalar or a sequence of nd."""
     try:
-        values = (value,) * nd if isinstance(value, (bool, int)) else tuple(value)
-    except TypeError:
-        values = ()
+        values = tuple(value)
+    except TypeError:  # a scalar (int, bool, numpy integer, ...)
+        values = (value,) * nd
     if len(values) != nd:
         raise ValueError(f'{name} must be one {kind.__name__} or {nd} (one per axis), got {value!r}')
     return tuple(kind(x) for x in values)
@@ -492,7 +492,9 @@ def natten_available() -> bool:
 
 
 def _natten_runs(q, k, v, kernel_size, dilation, rpb=None, scale=None, stride=None, is_causal=None) -> bool:
-    return rpb is None and natten_available()
+    """No rpb; off CUDA NATTEN runs flex_attention eagerly, which has no backward there: inference only."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    return rpb is None and natten_available() and (q.is_cuda or not needs_grad)
 
 
 @neighborhood_attention.register(
