@@ -2,7 +2,9 @@
 is_causal, plus the relative position bias, on every backend. Each backend is held to the reference (forward and
 backward, rpb gradients included), the reference and the cpu path to NATTEN's own CPU results (no rpb: NATTEN >= 0.20
 has none), and blocked attention (stride = kernel) to the window mixer."""
+import functools
 import itertools
+import math
 import warnings
 
 import pytest
@@ -271,3 +273,28 @@ def test_compiles_without_graph_breaks():
         out = torch.compile(fn, backend='aot_eager', fullgraph=True, dynamic=False)(q, k, v)
         torch.testing.assert_close(out, fn(q, k, v), atol=1e-6, rtol=0)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize('case', [CASES[i] for i in (0, 5, 8)], ids=[IDS[i] for i in (0, 5, 8)])
+def test_flex_block_mask_covers_the_neighbourhood(case):
+    """The BlockMask (only the compiled kernel reads it) marks exactly the 128 x 128 blocks that hold a neighbour
+    pair of the reference, in the flex path's (group-major) token order."""
+    from torch.nn.attention.flex_attention import create_mask
+    from zoo.layers.attention.neighborhood import _axis_neighbors, _flex_plan, _raster, _spread
+    shape = case[0]
+    kernel, dilation, stride, causal = _full(case)
+    N, K = math.prod(shape), math.prod(kernel)
+    _, block_mask, perm, _ = _flex_plan(shape, kernel, dilation, stride, causal, torch.device('cpu'))
+    axes = [_axis_neighbors(*a) for a in zip(shape, kernel, dilation, stride, causal)]
+    keys = _raster([a[0] for a in axes], shape).reshape(N, K)
+    valid = functools.reduce(torch.logical_and, _spread([a[2] for a in axes])).reshape(N, K)
+    want = torch.zeros(N, N, dtype=torch.bool)
+    want[torch.arange(N)[:, None].expand(N, K)[valid], keys[valid]] = True
+    if perm is not None:
+        want = want[perm][:, perm]
+    assert torch.equal(create_mask(block_mask.mask_mod, 1, 1, N, N, device='cpu')[0, 0], want)
+    bq, bk = block_mask.BLOCK_SIZE
+    padded = torch.zeros(-(-N // bq) * bq, -(-N // bk) * bk, dtype=torch.bool)
+    padded[:N, :N] = want
+    blocks = padded.view(padded.shape[0] // bq, bq, -1, bk).any(3).any(1)
+    assert torch.equal(block_mask.to_dense()[0, 0].bool(), blocks)
