@@ -28,3 +28,12 @@ def cached_model(name: str):
     import timm
     torch.manual_seed(0)
     return timm.create_model(name).eval()
+
+
+@pytest.fixture
+def flex_backward_on_cpu(monkeypatch):
+    """torch refuses flex_attention's backward on CPU, but its autograd (the dense math backward) is
+    device-agnostic: lift that one device check so tests can hold flex's gradients to a reference on CPU."""
+    import torch.nn.attention.flex_attention as flex
+    # raising=False: a torch without this check (CPU backward supported) needs no lifting
+    monkeypatch.setattr(flex, '_validate_device', lambda *tensors: None, raising=False)

@@ -128,18 +128,13 @@ def test_training_after_an_inference_mode_pass():
 
 # flex: the CUDA path with rpb. On CPU, torch runs flex_attention eagerly (materialized scores, the mask_mod applied
 # element-wise) but refuses its backward there; its autograd (the dense math backward, rpb grads included) is
-# device-agnostic, so the backward tests lift that one device check. The BlockMask (block sparsity, only used by the
-# fused CUDA kernel) is checked separately against the reference neighbourhoods.
+# device-agnostic, so the backward tests lift that one device check (fixture flex_backward_on_cpu, conftest.py).
+# The BlockMask (block sparsity, only used by the fused CUDA kernel) is checked separately against the reference
+# neighbourhoods.
 # kernel 3/7 x dilation 1/2 with rpb, two of them without (each eager flex call is traced by dynamo: ~1 s)
 FLEX_CASES = [(3, 1, 9, 14, True), (3, 2, 11, 8, True), (7, 1, 10, 15, True), (7, 2, 16, 19, True),
               (3, 2, 11, 8, False), (7, 1, 10, 15, False)]
 
-
-@pytest.fixture
-def flex_backward_on_cpu(monkeypatch):
-    import torch.nn.attention.flex_attention as flex
-    # raising=False: a torch without this check (CPU backward supported) needs no lifting
-    monkeypatch.setattr(flex, '_validate_device', lambda *tensors: None, raising=False)
 
 
 @pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')
@@ -222,7 +217,8 @@ def test_flex_block_mask_is_the_neighbourhood(kernel, dilation, H, W):
     neighbour pair (full blocks only where every pair is one)."""
     from torch.nn.attention.flex_attention import create_mask
     from zoo.layers.attention.neighborhood import _axis_neighbors, _flex_plan
-    tables, block_mask, perm, inverse = _flex_plan(H, W, (kernel, kernel), (dilation, dilation), torch.device('cpu'))
+    tables, block_mask, perm, inverse = _flex_plan((H, W), (kernel, kernel), (dilation, dilation), (1, 1),
+                                                   (False, False), torch.device('cpu'))
     rows, cols = _axis_neighbors(H, kernel, dilation)[0], _axis_neighbors(W, kernel, dilation)[0]
     keys = (rows[:, None, :, None] * W + cols[None, :, None, :]).reshape(H * W, -1)  # HW, k * k
     want = torch.zeros(H * W, H * W, dtype=torch.bool).scatter_(1, keys, True)

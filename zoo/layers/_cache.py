@@ -61,9 +61,13 @@ class DerivedTensors:
 
 
 def _concrete(args, kwargs) -> bool:
-    """True when every argument is a plain Python value (no symbolic size), so the result is a constant."""
-    return not any(isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool, torch.Tensor))
-                   for a in (*args, *kwargs.values()))
+    """True when every argument is a plain Python value (no symbolic size, also inside tuples and lists), so the
+    result is a constant."""
+    def plain(a):
+        if isinstance(a, (tuple, list)):
+            return all(plain(x) for x in a)
+        return not isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool, torch.Tensor))
+    return all(plain(a) for a in (*args, *kwargs.values()))
 
 
 def shape_cache(maxsize: int = 128, constant_under_export: bool = False):

@@ -53,11 +53,15 @@ def _calls(quick: bool) -> Dict[str, List[Tuple[str, Callable]]]:
             return (q, k, v), dict(bias=bias)
         return make
 
-    def neighborhood(H, W, kernel, dilation, rpb):
+    def neighborhood(H, W, kernel, dilation, rpb, stride=1, causal=False, T=None):
+        """2-D (or 3-D with T frames, kernel 3 in time) neighborhood attention, stride / causal on every axis."""
         def make(g, device):
-            q, k, v = (randn(g, device, 2, H, W, 2, 16) for _ in range(3))
-            table = randn(g, device, 2, 2 * kernel - 1, 2 * kernel - 1) if rpb else None
-            return (q, k, v, (kernel, kernel), (dilation, dilation), table, 16 ** -0.5), {}
+            spatial, kernel_size = ((H, W), (kernel,) * 2) if T is None else ((T, H, W), (3, kernel, kernel))
+            nd = len(spatial)
+            q, k, v = (randn(g, device, 2, *spatial, 2, 16) for _ in range(3))
+            table = randn(g, device, 2, *(2 * x - 1 for x in kernel_size)) if rpb else None
+            return (q, k, v, kernel_size, (1,) * (nd - 2) + (dilation,) * 2, table, 16 ** -0.5,
+                    (1,) * (nd - 2) + (stride,) * 2, (causal,) * nd), {}
         return make
 
     def routing(g, device):
@@ -75,7 +79,10 @@ def _calls(quick: bool) -> Dict[str, List[Tuple[str, Callable]]]:
         # few kernel sizes: each (kernel, rpb on/off, dtype) is a flex compile (forward and backward) on a GPU
         'neighborhood': [('13x11 k5 d2 rpb', neighborhood(13, 11, 5, 2, True)),
                          ('28x28 k7 d4 rpb', neighborhood(28, 28, 7, 4, True)),
-                         ('28x28 k7 d1', neighborhood(28, 28, 7, 1, False))],
+                         ('28x28 k7 d1', neighborhood(28, 28, 7, 1, False)),
+                         ('28x28 k7 stride 7 (blocked)', neighborhood(28, 28, 7, 1, False, stride=7)),
+                         ('6x14x14 k3x5x5 d1x2x2 stride 1x2x2 causal rpb',
+                          neighborhood(14, 14, 5, 2, True, stride=2, causal=True, T=6))],
         'routing': [('14x14 7x7 regions top-4', routing)],
         'gpsa': [('49 tokens', gpsa)],
     }

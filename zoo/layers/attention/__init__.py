@@ -1,7 +1,7 @@
 """Every token mixer the zoo uses: functional cores with backends behind one dispatch, plus thin modules."""
 from .dispatch import AttentionOp, force_backend, get_op, list_ops
 from .dense import Attention, dense_attention
-from .neighborhood import NeighborhoodAttention2D, na1d, na2d, neighborhood_attention
+from .neighborhood import NeighborhoodAttention2D, na1d, na2d, na3d, neighborhood_attention
 from .window import (
     RelativePositionBias, WindowAttention, WindowMixer, clamp_window, relative_position_index, window_mask,
     window_partition, window_reverse,
