@@ -120,6 +120,23 @@ def test_masked_keys_weigh_exactly_zero(native):
 
 
 @needs_native
+@torch.no_grad()
+def test_subnormal_products_are_flushed_and_the_callers_float_mode_restored():
+    """Scores 80 apart give weights near e^-80 (normal), whose products with small values are subnormal: the kernel
+    flushes them (FTZ/DAZ while it runs; a term under 1.2e-38 is 0) and leaves the caller's MXCSR as it was."""
+    q = torch.zeros(1, 1, 4, 8)
+    k = torch.zeros(1, 1, 16, 8)
+    bias = torch.zeros(1, 1, 4, 16)
+    bias[..., 1:] = -80.
+    v = torch.full((1, 1, 16, 8), 1e-4)
+    v[..., 0, :] = 0.
+    out = dense_attention(q, k, v, bias=bias, backend='native')
+    assert not out.any()  # the true values, about 1e-39 each, flushed
+    torch.testing.assert_close(out, _reference(q, k, v, bias=bias), atol=1e-37, rtol=0)
+    assert _subnormals(torch.tensor([1e-38]) * 0.5) == 1  # this thread still computes subnormals
+
+
+@needs_native
 def test_traced_and_flop_counted_models_see_the_pytorch_ops():
     """The kernels are opaque to tracing and dispatch modes: a jit trace (fvcore's FLOP counter traces) and torch's
     FlopCounterMode must record the PyTorch path, not an empty tensor filled behind their back."""
