@@ -133,15 +133,18 @@ def _dense_timings() -> Dict[str, Dict[str, Dict[str, float]]]:
     return _native.measured('dense_backends_v1', _measure_dense_backends)
 
 
+_MARGIN = 1.05  # a backend is taken only if measured 5% faster: a closer call is as likely noise and a loss
+
+
 def _beats(name: str, rivals: Tuple[str, ...], keys: int, training: bool) -> bool:
-    """Whether backend `name` measured at least as fast here as each of `rivals` in the bucket of `keys`."""
+    """Whether backend `name` measured faster here than each of `rivals` by _MARGIN in the bucket of `keys`."""
     if keys < _CALIBRATED_KEYS[0]:  # too little work to time well: the native kernel (6x SDPA at 2x2), never GEMMs
         return name == 'native'
     bucket = next((n for n in _CALIBRATED_KEYS if keys <= n), None)
     if bucket is None:
         return False
     times = _dense_timings()['training' if training else 'inference'][str(bucket)]
-    return name in times and all(times[name] <= times[r] for r in rivals if r in times)
+    return name in times and all(times[name] * _MARGIN <= times[r] for r in rivals if r in times)
 
 
 def _needs_grad(*tensors) -> bool:
