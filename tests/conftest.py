@@ -37,3 +37,25 @@ def flex_backward_on_cpu(monkeypatch):
     import torch.nn.attention.flex_attention as flex
     # raising=False: a torch without this check (CPU backward supported) needs no lifting
     monkeypatch.setattr(flex, '_validate_device', lambda *tensors: None, raising=False)
+
+
+@pytest.fixture
+def dense_timings(monkeypatch):
+    """The dense op's per-machine backend timings (zoo.layers.attention.dense._dense_timings) replaced by a given
+    table, so that which backend a call takes does not depend on the CPU the tests run on. Returns a setter:
+    dense_timings(inference={keys: {backend: seconds}}, training={...}); default a Zen 3's ranking (native for
+    inference up to 196 keys, then SDPA; GEMMs for training up to 144 keys)."""
+    from zoo.layers.attention import dense
+
+    def set_table(inference=None, training=None):
+        zen3_inference = {k: {'native': 1., 'bmm': 2., 'sdpa': 3.} if k <= 196 else {'native': 3., 'bmm': 2., 'sdpa': 1.}
+                          for k in dense._CALIBRATED_KEYS}
+        zen3_training = {k: {'bmm': 1., 'sdpa': 2.} if k <= 144 else {'bmm': 2., 'sdpa': 1.}
+                         for k in dense._CALIBRATED_KEYS}
+        table = {mode: {str(k): v for k, v in (given or default).items()}
+                 for mode, given, default in (('inference', inference, zen3_inference),
+                                              ('training', training, zen3_training))}
+        monkeypatch.setattr(dense, '_dense_timings', lambda: table)
+
+    set_table()
+    return set_table

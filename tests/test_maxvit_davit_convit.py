@@ -197,6 +197,29 @@ def test_gpsa_backends_match_reference():
 
 
 @torch.no_grad()
+def test_gpsa_positional_weights_are_never_subnormal():
+    """The locality init puts e^-87 .. e^-103 on far keys of a 14 x 14 grid (ConViT-T at 224): the dense backend
+    sets those negligible weights to 0 instead of computing with subnormal floats (10-100x slower on x86); the
+    weights it keeps and its output match the reference."""
+    from zoo.layers.attention.gpsa import _positional_weights, gpsa_offsets
+    torch.manual_seed(0)
+    attn = GPSA(48, num_heads=4).eval()
+    attn.local_init()
+    logits = attn.pos_proj(gpsa_offsets(14, 14)).permute(2, 0, 1)
+    g = torch.rand(4, 1, 1)
+    true_weights = logits.softmax(dim=-1) * g
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((true_weights > 0) & (true_weights < tiny)).any()  # the case this guards against
+    weights = _positional_weights(logits, g)
+    assert not ((weights > 0) & (weights < tiny)).any()
+    torch.testing.assert_close(weights, true_weights, atol=1e-29, rtol=1e-5)
+    x = torch.randn(2, 14, 14, 48)
+    with force_backend('reference', op='gpsa'):
+        ref = attn(x)
+    torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
 def test_gpsa_local_init_is_a_soft_3x3_convolution():
     from zoo.layers.attention.gpsa import gpsa_offsets
     attn = GPSA(18, num_heads=9)

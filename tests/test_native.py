@@ -47,7 +47,7 @@ def test_native_dense_attention_matches_reference(case):
 
 
 @needs_native
-def test_native_dense_attention_reads_strided_views_and_masks():
+def test_native_dense_attention_reads_strided_views_and_masks(dense_timings):
     """q/k/v as the permuted views of a fused qkv projection, a -100 window mask repeating over the batch, and
     a bias broadcast over a middle dim (materialised); the result's token-major layout flattens for free."""
     B, nW, heads, N, d = 2, 3, 4, 49, 8
@@ -62,7 +62,7 @@ def test_native_dense_attention_reads_strided_views_and_masks():
 
 
 @needs_native
-def test_native_is_inference_only():
+def test_native_is_inference_only(dense_timings):
     """With autograd the dispatch picks a differentiable backend (and its gradients match the reference); the native
     backend refuses to run even when forced."""
     q, k, v = (torch.randn(2, 3, 49, 8, requires_grad=True) for _ in range(3))
@@ -120,6 +120,23 @@ def test_masked_keys_weigh_exactly_zero(native):
 
 
 @needs_native
+@torch.no_grad()
+def test_subnormal_products_are_flushed_and_the_callers_float_mode_restored():
+    """Scores 80 apart give weights near e^-80 (normal), whose products with small values are subnormal: the kernel
+    flushes them (FTZ/DAZ while it runs; a term under 1.2e-38 is 0) and leaves the caller's MXCSR as it was."""
+    q = torch.zeros(1, 1, 4, 8)
+    k = torch.zeros(1, 1, 16, 8)
+    bias = torch.zeros(1, 1, 4, 16)
+    bias[..., 1:] = -80.
+    v = torch.full((1, 1, 16, 8), 1e-4)
+    v[..., 0, :] = 0.
+    out = dense_attention(q, k, v, bias=bias, backend='native')
+    assert not out.any()  # the true values, about 1e-39 each, flushed
+    torch.testing.assert_close(out, _reference(q, k, v, bias=bias), atol=1e-37, rtol=0)
+    assert _subnormals(torch.tensor([1e-38]) * 0.5) == 1  # this thread still computes subnormals
+
+
+@needs_native
 def test_traced_and_flop_counted_models_see_the_pytorch_ops():
     """The kernels are opaque to tracing and dispatch modes: a jit trace (fvcore's FLOP counter traces) and torch's
     FlopCounterMode must record the PyTorch path, not an empty tensor filled behind their back."""
@@ -166,11 +183,49 @@ def test_gelu_tanh_keeps_autograd_and_strided_inputs_on_torch():
         torch.testing.assert_close(gelu_tanh(strided), F.gelu(strided, approximate='tanh'), atol=0, rtol=0)
 
 
+@needs_native
+def test_dense_backend_follows_this_machines_timings(dense_timings):
+    """Each call takes the backend measured fastest here in the bucket of its key count (the smallest calibrated
+    count >= its keys): on an AVX-512 Xeon SDPA from 144 keys; in training the GEMMs only where they beat SDPA."""
+    xeon = {k: {'native': 1., 'bmm': 3., 'sdpa': 2.} if k <= 100 else {'native': 2., 'bmm': 3., 'sdpa': 1.}
+            for k in (16, 49, 100, 144, 196, 256)}
+    dense_timings(inference=xeon, training={k: {'bmm': 2., 'sdpa': 1.} for k in xeon})
+    with torch.no_grad():
+        for keys, best in ((4, 'native'), (49, 'native'), (100, 'native'), (101, 'sdpa'), (196, 'sdpa')):
+            x = torch.zeros(1, 2, keys, 8)
+            assert dense_attention.select(x, x, x) == best, keys
+        assert dense_attention.select(*[torch.zeros(1, 2, 49, 12)] * 3) == 'sdpa'  # native cannot, GEMMs lose
+    x = torch.zeros(1, 2, 49, 8, requires_grad=True)
+    assert dense_attention.select(x, x, x) == 'sdpa'
+
+
+def test_dense_backend_timings_are_measured_once_and_cached(tmp_path, monkeypatch):
+    """_native.measured: the measurement runs once per machine; a later process reads it back from the cache, and a
+    file that does not parse is measured again and replaced."""
+    monkeypatch.setenv('ZOO_NATIVE_CACHE', str(tmp_path))
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {'fastest': len(calls)}
+
+    assert _native.measured('test', measure) == {'fastest': 1}
+    assert _native.measured('test', measure) == {'fastest': 1} and len(calls) == 1
+    cached, = (tmp_path / 'measured').glob('test-*.json')
+    cached.write_text('{not json')
+    assert _native.measured('test', measure) == {'fastest': 2}
+    from zoo.layers.attention import dense
+    with torch.inference_mode():  # the first dense call may come from inside it
+        timings = dense._measure_dense_backends()
+    assert set(timings['inference']) == set(timings['training']) == {str(k) for k in dense._CALIBRATED_KEYS}
+    assert all(t > 0 for mode in timings.values() for row in mode.values() for t in row.values())
+
+
 def test_native_kernels_can_be_switched_off():
     """ZOO_NATIVE=0: no library, and the layers run their PyTorch paths."""
     code = ('import torch; from zoo.layers import _native; from zoo.layers.attention import dense_attention; '
             'q = torch.zeros(1, 2, 49, 8); assert _native.library() is None; '
-            'assert dense_attention.select(q, q, q) == "bmm"')
+            'assert dense_attention.select(q, q, q) != "native"')
     subprocess.run([sys.executable, '-c', code], check=True, env={**os.environ, 'ZOO_NATIVE': '0'})
 
 

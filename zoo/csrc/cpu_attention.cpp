@@ -224,7 +224,10 @@ extern "C" int zoo_short_attention_f32(
         int64_t dv, const int64_t *q_strides, const int64_t *k_strides, const int64_t *v_strides,
         const float *bias, int64_t bias_period, const int64_t *bias_strides, float *out, float scale, int threads) {
     if (unsupported(Lq, Lk, d, dv)) return 1;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
+#pragma omp parallel num_threads(threads)
+    {
+    const FlushDenormals flush;
+#pragma omp for collapse(2) schedule(static)
     for (int64_t g = 0; g < G; g++) {
         for (int64_t h = 0; h < H; h++) {
             Pair p{};
@@ -238,6 +241,7 @@ extern "C" int zoo_short_attention_f32(
             p.out = out + (g * Lq * H + h) * dv, p.out_row = H * dv;
             run(p, Lq, Lk, d, dv, scale);
         }
+    }
     }
     return 0;
 }
@@ -253,7 +257,10 @@ extern "C" int zoo_window_attention_f32(
         int64_t nW, int64_t N, const float *bias, const float *mask, float *out, float scale, int threads) {
     if (unsupported(N, N, d, d)) return 1;
     const int64_t C = H * d;
-#pragma omp parallel for collapse(3) schedule(static) num_threads(threads)
+#pragma omp parallel num_threads(threads)
+    {
+    const FlushDenormals flush;
+#pragma omp for collapse(3) schedule(static)
     for (int64_t b = 0; b < B; b++) {
         for (int64_t w = 0; w < nW; w++) {
             for (int64_t h = 0; h < H; h++) {
@@ -268,6 +275,7 @@ extern "C" int zoo_window_attention_f32(
                 run(p, N, N, d, d, scale);
             }
         }
+    }
     }
     return 0;
 }

@@ -6,6 +6,10 @@ and `library()` returns None: the layers then run their PyTorch paths, which giv
 object is cached under ZOO_NATIVE_CACHE (default ~/.cache/zoo/native), keyed by the source, the flags and the
 compiler, so it builds once per machine (about 3 s) and again only when one of them changes.
 
+`measured(name, fn)` keeps a short measurement of this machine (which backend is fastest where: the dense
+attention op's timings) in the same cache, keyed by the CPU, torch and the kernels, so it too runs once per
+machine.
+
 The kernels parallelise with OpenMP; linked against libgomp, they share the OpenMP runtime PyTorch has
 already loaded (torch ships libgomp.so.1), so they run on torch's thread pool with torch.get_num_threads().
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import os
 import platform
 import shutil
@@ -21,11 +26,11 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
-__all__ = ['library', 'int64_array']
+__all__ = ['library', 'int64_array', 'measured']
 
 _SOURCES = ('cpu_attention.cpp', 'activations.cpp')
 _HEADERS = ('simd.h',)
@@ -57,6 +62,19 @@ def _build(compiler: str, sources, out: Path) -> None:
         os.replace(target, out)
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get('ZOO_NATIVE_CACHE', Path.home() / '.cache' / 'zoo' / 'native'))
+
+
+def _sources_key(compiler: str) -> str:
+    csrc = Path(__file__).resolve().parents[1] / 'csrc'
+    key = hashlib.sha256()
+    for part in (*[(csrc / f).read_bytes() for f in _SOURCES + _HEADERS], ' '.join(_FLAGS).encode(),
+                 compiler.encode()):
+        key.update(part)
+    return key.hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=None)
 def library() -> Optional[ctypes.CDLL]:
     """The compiled kernels, or None where they cannot run here (see the module docstring)."""
@@ -67,12 +85,7 @@ def library() -> Optional[ctypes.CDLL]:
         return None
     csrc = Path(__file__).resolve().parents[1] / 'csrc'
     sources = [csrc / name for name in _SOURCES]
-    key = hashlib.sha256()
-    for part in (*[(csrc / f).read_bytes() for f in _SOURCES + _HEADERS], ' '.join(_FLAGS).encode(),
-                 compiler.encode()):
-        key.update(part)
-    cache = Path(os.environ.get('ZOO_NATIVE_CACHE', Path.home() / '.cache' / 'zoo' / 'native'))
-    path = cache / key.hexdigest()[:16] / 'libzoo_cpu.so'
+    path = _cache_dir() / _sources_key(compiler) / 'libzoo_cpu.so'
     try:
         if not path.exists():
             _build(compiler, sources, path)
@@ -85,6 +98,42 @@ def library() -> Optional[ctypes.CDLL]:
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = restype, argtypes
     return lib
+
+
+def _cpu_name() -> str:
+    """The CPU's model name, family and model number (/proc/cpuinfo), '' where not readable."""
+    try:
+        lines = Path('/proc/cpuinfo').read_text().splitlines()
+    except OSError:
+        return ''
+    fields = ('model name', 'cpu family', 'model', 'flags')
+    info = {k.strip(): v.strip() for k, _, v in (line.partition(':') for line in lines) if k.strip() in fields}
+    return ' | '.join(info.get(f, '') for f in fields)
+
+
+def measured(name: str, measure: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """`measure()`'s result (a JSON-able dict), measured once per machine and cached on disk beside the native
+    build: keyed by `name`, the CPU (model, family, flags), torch's version and CPU capability, and whether and
+    which native kernels load here. A cache file that does not read back is measured again and replaced."""
+    key = hashlib.sha256(' | '.join((
+        name, _cpu_name(), torch.__version__, torch.backends.cpu.get_cpu_capability(),
+        str(library() is not None and _sources_key(shutil.which(os.environ.get('CXX', 'c++')) or '')),
+    )).encode()).hexdigest()[:16]
+    path = _cache_dir() / 'measured' / f'{name}-{key}.json'
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    result = measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
+            json.dump(result, f)
+        os.replace(f.name, path)  # atomic: a concurrent reader sees the old file or the whole new one
+    except OSError as e:
+        warnings.warn(f'zoo: could not cache the measurement {name!r} in {path.parent} ({e}); it runs again '
+                      'in the next process')
+    return result
 
 
 def int64_array(values) -> ctypes.Array:

@@ -1,7 +1,10 @@
 """Dense (full) multi-head scaled dot-product attention: the op every other mixer reduces to."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import functools
+import statistics
+import time
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -67,16 +70,93 @@ def _dense_sdpa(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[fl
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 
-# Self-attention within short sequences (7x7 windows and grids) on CPU: batched GEMMs
-# beat SDPA's fused kernel, whose 32 x 512 query/key blocks fit them badly (float32, 2 threads: 1.55x at 49
-# tokens, 1.3x at 100, 1.13x at 144, 0.87x at 196). Other shapes measured slower with bmm: HiLo's 2x2
-# windows, BiFormer's gathered keys.
-_BMM_TOKENS = (32, 144)
+# Which of SDPA, batched GEMMs and the native kernel is fastest for CPU float32 self-attention depends on the CPU:
+# on a Zen 3 (AVX2) the GEMMs beat SDPA's fused kernel, whose 32 x 512 query/key blocks fit short sequences badly
+# (1.55x at 49 tokens, 1.13x at 144, 0.87x at 196), while on an AVX-512 + AMX Xeon SDPA beats them 1.5-3x and the
+# native (AVX2) kernel at 144 keys and more. So it is measured: once per machine, cached on disk
+# (_native.measured), at each of these key counts, for inference and for a training step; a call takes the bucket
+# of the smallest count >= its keys. Longer sequences take SDPA.
+_CALIBRATED_KEYS = (16, 49, 100, 144, 196, 256)
+_STATIC_BMM_TOKENS = (32, 144)  # the Zen 3 rule, while a graph is captured (nothing is measured while tracing)
+
+
+def _median_thread_time(fn, repeats: int = 5) -> float:
+    """Median CPU time of this thread over `repeats` calls after one warm-up: run on 1 thread, a busy machine's
+    descheduling does not count."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        times.append(time.thread_time() - start)
+    return statistics.median(times)
+
+
+def _time_backends_at(keys: int, gen: torch.Generator) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """(inference, training) seconds per call of each CPU backend at `keys` keys: about 800 tokens of 4 heads of
+    dim 32 with a per-head bias (a 7x7-window batch at 49), the output reshaped to tokens as every layer does."""
+    groups, heads, dim = max(1, 800 // keys), 4, 32
+    q, k, v = torch.randn(3, groups, heads, keys, dim, generator=gen).unbind(0)
+    bias = torch.randn(heads, keys, keys, generator=gen)
+
+    def forward(name, q=q, k=k, v=v):
+        return dense_attention.backends[name].fn(q, k, v, bias=bias).transpose(1, 2).reshape(groups, keys, -1)
+
+    def step(name):
+        forward(name, *(t.detach().requires_grad_() for t in (q, k, v))).sum().backward()
+
+    with torch.no_grad():
+        names = ['sdpa', 'bmm'] + (['native'] if _native.library() is not None else [])
+        inference = {n: _median_thread_time(lambda n=n: forward(n)) for n in names}
+    training = {n: _median_thread_time(lambda n=n: step(n), 3) for n in ('sdpa', 'bmm')}
+    return inference, training
+
+
+def _measure_dense_backends() -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{'inference' | 'training': {keys: {backend: seconds}}} at each calibrated key count, on 1 thread (about 3 s).
+    The first dense call may come from inside the caller's inference_mode / no_grad / autocast: none applies here."""
+    threads = torch.get_num_threads()
+    gen = torch.Generator().manual_seed(0)
+    result = {'inference': {}, 'training': {}}
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast('cpu', enabled=False):
+            for keys in _CALIBRATED_KEYS:
+                result['inference'][str(keys)], result['training'][str(keys)] = _time_backends_at(keys, gen)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_timings() -> Dict[str, Dict[str, Dict[str, float]]]:
+    return _native.measured('dense_backends_v1', _measure_dense_backends)
+
+
+_MARGIN = 1.05  # a backend is taken only if measured 5% faster: a closer call is as likely noise and a loss
+
+
+def _beats(name: str, rivals: Tuple[str, ...], keys: int, training: bool) -> bool:
+    """Whether backend `name` measured faster here than each of `rivals` by _MARGIN in the bucket of `keys`."""
+    if keys < _CALIBRATED_KEYS[0]:  # too little work to time well: the native kernel (6x SDPA at 2x2), never GEMMs
+        return name == 'native'
+    bucket = next((n for n in _CALIBRATED_KEYS if keys <= n), None)
+    if bucket is None:
+        return False
+    times = _dense_timings()['training' if training else 'inference'][str(bucket)]
+    return name in times and all(times[name] * _MARGIN <= times[r] for r in rivals if r in times)
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _short_cpu_self_attention(q, k, v, bias=None, scale=None, dropout_p=0.) -> bool:
-    return (q.device.type == 'cpu' and q.dtype == torch.float32 and q.shape[-2] == k.shape[-2]
-            and _BMM_TOKENS[0] <= k.shape[-2] <= _BMM_TOKENS[1])
+    if not (q.device.type == 'cpu' and q.dtype == torch.float32 and q.shape[-2] == k.shape[-2]):
+        return False
+    if capturing_graph():
+        return _STATIC_BMM_TOKENS[0] <= k.shape[-2] <= _STATIC_BMM_TOKENS[1]
+    return _beats('bmm', ('sdpa',), k.shape[-2], _needs_grad(q, k, v, bias))
 
 
 @dense_attention.register('bmm', priority=20, supports=_short_cpu_self_attention, runs=lambda *args, **kwargs: True)
@@ -113,7 +193,7 @@ def _native_shapes(q, k, v, bias=None, scale=None, dropout_p=0.) -> bool:
     tensors = (q, k, v) if bias is None else (q, k, v, bias)
     return (not capturing_graph() and q.device.type == 'cpu' and q.dtype == k.dtype == v.dtype == torch.float32
             and dropout_p == 0.
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            and not _needs_grad(*tensors)
             and q.dim() >= 3 and q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and k.shape[-2] == v.shape[-2]
             and k.shape[-2] <= 256 and q.shape[-1] == k.shape[-1] <= 64 and v.shape[-1] in range(8, 65, 8)
             and all(t.stride(-1) == 1 and _flat_stride(t.shape[:-3], t.stride()[:-3]) is not None
@@ -140,15 +220,16 @@ def _native_bias(bias: torch.Tensor, shape) -> Tuple[torch.Tensor, int, int]:
 
 
 def native_is_fast(queries: int, keys: int) -> bool:
-    """Where the native kernel beats SDPA and batched GEMMs (float32, 2 threads): from 2x2 windows (6x) through
+    """The range the native kernel is built for (float32, 2 threads, a Zen 3): from 2x2 windows (6x SDPA) through
     7x7 windows (1.3-2x incl. the output transpose it saves) to 196 keys; not for a handful of queries over many
-    keys (the per-head key transpose dominates) nor 256 keys of dim 64 (SDPA 1.2x)."""
+    keys (the per-head key transpose dominates) nor 256 keys of dim 64 (SDPA 1.2x). The dense op also asks this
+    machine's timings (_beats); the fused window path, which also saves the window partition, does not."""
     return queries >= 4 and keys <= 196
 
 
 def _native_fast(q, k, v, *args, **kwargs) -> bool:
     return (_native_shapes(q, k, v, *args, **kwargs) and native_is_fast(q.shape[-2], k.shape[-2])
-            and _native.library() is not None)
+            and _native.library() is not None and _beats('native', ('sdpa', 'bmm'), k.shape[-2], False))
 
 
 @dense_attention.register('native', priority=30, supports=_native_fast,

@@ -9,8 +9,9 @@ projection (`pos_proj`); the result is renormalised over keys and applied to v. 
 the offsets are computed for the grid at hand (cached by size), nothing is tied to a training resolution.
 
 Backends of the op `gpsa`: 'reference' (the formula above, as the released code computes it) and 'dense'
-(two dense_attention calls, the positional one with zero logits plus the positional bias; the final
-renormalisation is a no-op up to rounding and is skipped).
+(content attention through dense_attention; the positional weights, the same for every sample, computed once
+per call with negligible ones flushed to 0; the final renormalisation is a no-op up to rounding and is
+skipped).
 """
 from __future__ import annotations
 
@@ -44,13 +45,36 @@ def _gpsa_reference(q, k, v, pos_logits, gate, scale: Optional[float] = None):
     return attn @ v
 
 
+# Positional weights under e^-69 (1e-30) of their row's largest are set to 0: their share of any output is far
+# below float32 rounding, but ConViT's locality init puts e^-87 .. e^-103 on far keys, subnormal floats that make
+# the softmax and every multiply meeting them 10-100x slower on x86. Clamping the logits first keeps the softmax's
+# own exps normal; the kept weights are the exact softmax up to a relative 1e-28.
+_LOG_NEGLIGIBLE = -69.
+
+
+def _positional_weights(pos_logits, g):
+    """g * softmax(pos_logits), the weights under e^-69 of their row's largest exactly 0."""
+    shifted = pos_logits - pos_logits.detach().amax(dim=-1, keepdim=True)  # softmax ignores the shift
+    weights = shifted.clamp_min(_LOG_NEGLIGIBLE).softmax(dim=-1) * g
+    return torch.where(shifted > _LOG_NEGLIGIBLE, weights, 0.)
+
+
+def _positional_attention(pos_logits, g, v):
+    """g * softmax(pos_logits) @ v. The weights depend on no sample: for (heads, N, N) logits they are computed
+    once per call and applied to every sample's values in one GEMM per head (the batch folded into its columns)."""
+    weights = _positional_weights(pos_logits, g)
+    if weights.dim() != 3:
+        return weights @ v
+    B, H, N, dv = v.shape
+    columns = v.permute(1, 2, 0, 3).reshape(H, N, B * dv)
+    return torch.bmm(weights, columns).view(H, N, B, dv).permute(2, 0, 1, 3)
+
+
 @gpsa.register('dense', priority=10)
 def _gpsa_dense(q, k, v, pos_logits, gate, scale: Optional[float] = None):
     g = torch.sigmoid(gate).view(-1, 1, 1).to(v.dtype)
     content = dense_attention(q, k, v, scale=scale)
-    zeros_q, zeros_k = q.new_zeros(*q.shape[:-1], 1), k.new_zeros(*k.shape[:-1], 1)
-    positional = dense_attention(zeros_q, zeros_k, v, bias=pos_logits.to(v.dtype))
-    return (1. - g) * content + g * positional
+    return torch.addcmul(_positional_attention(pos_logits.to(v.dtype), g, v), content, 1. - g)
 
 
 @shape_cache(maxsize=16)
