@@ -156,6 +156,11 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_agent_cswin_base.in1k': cfg(_URL.format('c8035b0839b2410c8c9f')),
     'zoo_agent_cswin_base_384.in1k': cfg(_URL.format('1239be0df44b47719432'), input_size=(3, 384, 384),
                                          pool_size=(12, 12), crop_pct=1.0),
+    # their yamls keep TEST.CROP (resize to 256/224 x size, centre crop), unlike the Swin / CSWin ones above
+    'zoo_agent_pvt_medium_256.in1k': cfg(_URL.format('654df734121643b19c52'), input_size=(3, 256, 256),
+                                         pool_size=(8, 8), crop_pct=.875),
+    'zoo_agent_deit_small_448.in1k': cfg(_URL.format('a228f86241c445f1969b'), input_size=(3, 448, 448),
+                                         pool_size=None, crop_pct=.875),
 }))
 
 # the authors' cfgs/agent_swin_*.yaml: global_blocks[i] = leading agent blocks of stage i (ATTN_TYPE), agents 9-16-49-49
@@ -182,6 +187,7 @@ AGENT_PVT_VARIANTS = {
     'zoo_agent_pvt_small': dict(**_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
     'zoo_agent_pvt_medium': dict(**_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
     'zoo_agent_pvt_large': dict(**_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
+    'zoo_agent_pvt_medium_256': dict(**_PVT, depths=(3, 4, 18, 3), img_size=256, drop_path_rate=0.3),
 }
 register_variants(_create_pvt, AGENT_PVT_VARIANTS, __name__)
 
@@ -191,6 +197,8 @@ AGENT_DEIT_VARIANTS = {
     'zoo_agent_deit_tiny': dict(embed_dim=192, num_heads=3, agent_num=49, drop_path_rate=0.0),
     'zoo_agent_deit_small': dict(embed_dim=384, num_heads=6, agent_num=49, drop_path_rate=0.1),
     'zoo_agent_deit_base': dict(embed_dim=768, num_heads=12, agent_num=81, agent_blocks=4, drop_path_rate=0.3),
+    # cfgs/agent_deit_s_448.yaml sets no drop path: config.py's default 0.1
+    'zoo_agent_deit_small_448': dict(embed_dim=384, num_heads=6, agent_num=49, img_size=448, drop_path_rate=0.1),
 }
 register_variants(_create_deit, AGENT_DEIT_VARIANTS, __name__)
 
