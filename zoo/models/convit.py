@@ -90,7 +90,7 @@ default_cfgs = generate_default_cfgs(licensed('apache-2.0', {
     **{f'zoo_convit_{size}.fb_in1k': cfg(_URL + f'convit_{size}.pth', **_CFG) for size in ('tiny', 'small', 'base')},
     # the wider "+" models: the paper reports them, the authors released no weights (their main.py builds them
     # with --embed_dim 64), timm has no `convit_*_plus`
-    **{f'zoo_convit_{size}_plus': cfg('', **_CFG) for size in ('tiny', 'small', 'base')},
+    **{f'zoo_convit_{size}_plus.fb_in1k': cfg('', **_CFG) for size in ('tiny', 'small', 'base')},
 }))
 
 # variants as data: the paper's Table 1 (heads; width = 48 x heads, the "+" models 64 x heads; 10 GPSA blocks then

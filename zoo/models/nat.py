@@ -11,6 +11,13 @@ the authors' exact small-map behaviour (pad to kernel * dilation), see Neighborh
 
 Checkpoints: the authors' release (SHI-Labs/Neighborhood-Attention-Transformer, `{'model': ...}` or a bare state
 dict with `patch_embed.`, `levels.`, `gamma1`, `rpb` keys) loads with strict=True through the filter below.
+
+The authors' other classification models are configurations of the zoo's hosts with the same attention
+(`HostNeighborhoodAttention`): DiNAT_s (`zoo_dinat_s_*`, dinats.py) is the Swin host (patch 4 stem, Swin's patch
+merging) with (dilated) NA in every block, and loads through Swin's filter (the authors kept the official Swin
+layout); NAT-iso / DiNAT-iso (`zoo_{nat,dinat}_isotropic_*`, isotropic.py) are the DeiT host (patch 16) without
+class token or position embedding, with a patch norm and average pooling. Their ViT-rpb baseline (global attention
+with a position bias fixed to the 14 x 14 grid) is not registered.
 """
 from __future__ import annotations
 
