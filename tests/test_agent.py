@@ -37,7 +37,7 @@ from zoo.layers.attention import AgentAttention, resize_agent_biases
 from zoo.layers.attention.agent import resize_grid
 
 FIXTURES = Path(__file__).parent / 'fixtures'
-PVT_TINY = dict(num_classes=10, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
+PVT_TINY = dict(num_classes=10, embed_dim=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
 TINY = dict(num_classes=10, embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2, 4), global_blocks=(2, 1, 2, 0))
 
 

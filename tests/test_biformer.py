@@ -31,7 +31,7 @@ from zoo.layers.attention import BiLevelRoutingAttention, force_backend, routing
 from zoo.models._convert import CheckpointMismatchError
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'biformer_tiny_official.pt'
-TINY = dict(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=16, num_classes=10)
+TINY = dict(embed_dim=(16, 32, 48, 64), depths=(1, 1, 2, 1), head_dim=16, num_classes=10)
 
 
 @pytest.fixture(scope='module')

@@ -35,7 +35,7 @@ import zoo  # noqa: F401
 from zoo.layers.attention import InLineAttention, inline_attention
 
 FIXTURES = Path(__file__).parent / 'fixtures'
-PVT_TINY = dict(num_classes=10, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
+PVT_TINY = dict(num_classes=10, embed_dim=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
 TINY = dict(num_classes=10, embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2, 4), global_blocks=(2, 1, 2, 0))
 
 

@@ -31,7 +31,7 @@ def test_l2vit_matches_authors_fixture():
     fx = torch.load(FIXTURES / 'l2vit_tiny_cfg.pth', weights_only=True)
     path = str(FIXTURES / 'l2vit_tiny_cfg.pth')
     model = timm.create_model('zoo_l2vit_tiny', pretrained=True, pretrained_cfg_overlay=dict(file=path, num_classes=10),
-                              num_classes=10, dims=(16, 32, 32, 48), num_heads=(1, 2, 2, 3), depths=(2, 2, 2, 2)).eval()
+                              num_classes=10, embed_dim=(16, 32, 32, 48), num_heads=(1, 2, 2, 3), depths=(2, 2, 2, 2)).eval()
     diff = (model(fx['input'].float() / 32) - fx['output']).abs().max().item()
     assert diff <= 1e-4, diff
 

@@ -11,7 +11,7 @@ from zoo.layers.attention import (
     GPSA, ChannelAttention, GridAttention, WindowAttention, channel_attention, force_backend, gpsa,
     grid_partition, grid_reverse, window_mask,
 )
-from zoo.models._builder import check_fit
+from zoo.models._builder import check_fit, family_filter
 from zoo.models._convert import unwrap
 
 # zoo name -> (timm model of the same config, native resolution)
@@ -78,8 +78,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     del ref
     # timm's layout through the family's checkpoint filter, strict
     model = timm.create_model(name, **shrunk).eval()
-    module = __import__(type(model).__module__, fromlist=['checkpoint_filter_fn'])
-    model.load_state_dict(check_fit(module.checkpoint_filter_fn(unwrap(sd), model), model), strict=True)
+    model.load_state_dict(check_fit(family_filter(model)(unwrap(sd), model), model), strict=True)
     assert (model(x).double() - expected).abs().max().item() <= bar
     assert (model.double()(x.double()) - expected).abs().max().item() <= 1e-9
     del model
@@ -150,7 +149,7 @@ def test_tf_bias_table_conversion_matches_timm():
     torch.testing.assert_close(ours(), tf.get_bias().reshape(2, 15, 15))  # timm: (heads, N, N)
 
 
-SMALL_MAXVIT = dict(embed_dims=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16)  # a tiny twin config
+SMALL_MAXVIT = dict(embed_dim=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16)  # a tiny twin config
 
 
 @torch.no_grad()

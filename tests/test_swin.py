@@ -195,3 +195,21 @@ def test_window_mask_with_one_side_unshifted_matches_timm():
     same_regions(window_mask(7, 21, (7, 7), (0, 3)), ref.attn_mask)
     same_regions(window_mask(14, 21, (7, 7), (3, 3)),
                  SwinTransformerBlock(8, (14, 21), 1, window_size=7, shift_size=3).attn_mask)
+
+
+def test_one_width_spelling():
+    """embed_dim is every family's width: Swin takes stage 1's (doubled per stage) or one per stage, and the
+    other spellings are one clear error, not an unexpected-keyword TypeError from deep inside timm."""
+    tiny = dict(depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), num_classes=3)
+    torch.manual_seed(0)
+    doubled = timm.create_model('zoo_swin_tiny', embed_dim=8, **tiny)
+    torch.manual_seed(0)
+    listed = timm.create_model('zoo_swin_tiny', embed_dim=(8, 16, 32, 64), **tiny)
+    assert [i['num_chs'] for i in listed.feature_info] == [8, 16, 32, 64]
+    for (k, v), (k2, v2) in zip(doubled.state_dict().items(), listed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    with pytest.raises(ValueError, match='3 stage widths'):
+        timm.create_model('zoo_swin_tiny', embed_dim=(8, 16, 32), **tiny)
+    for name, old in (('zoo_agent_pvt_tiny', 'embed_dims'), ('zoo_l2vit_tiny', 'dims')):
+        with pytest.raises(TypeError, match=f'spelled embed_dim .* not {old}'):
+            timm.create_model(name, **{old: (8, 16, 32, 64)})

@@ -209,7 +209,7 @@ def test_convert_authors_nat_fixture(tmp_path):
 
 
 _SWIN_FX = dict(num_classes=10, embed_dim=8, depths=(2, 1, 4, 1), num_heads=(1, 2, 2, 4), global_blocks=(2, 1, 2, 0))
-_PVT_FX = dict(num_classes=10, embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
+_PVT_FX = dict(num_classes=10, embed_dim=(16, 32, 48, 64), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1), img_size=64)
 
 
 @pytest.mark.parametrize('name, fixture, kwargs', [

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import timm
@@ -82,16 +81,6 @@ class SimpleFeaturePyramid(nn.Module):
         return [level(x) for level in self.levels]
 
 
-def _family_filter(model_name: str):
-    """A zoo model's family filter as its builder recorded it (Agent / InLine hosts included), else the
-    registering module's `checkpoint_filter_fn(state_dict, model)` (timm's convention), or None."""
-    fn = family_filter(model_name)
-    if fn is not None:
-        return fn
-    module = sys.modules.get(timm.models.model_entrypoint(model_name).__module__)
-    return getattr(module, 'checkpoint_filter_fn', None)
-
-
 def load_backbone_state(backbone: 'ZooBackbone', state_dict: Dict[str, torch.Tensor]) -> None:
     """Load a classification or detection/segmentation state dict into `backbone`, strict on backbone keys."""
     if any(k.startswith('backbone.') for k in state_dict):
@@ -116,7 +105,7 @@ def load_backbone_state(backbone: 'ZooBackbone', state_dict: Dict[str, torch.Ten
                 {k[len(prefix):]: v for k, v in norms.items() if k.startswith(prefix)}, strict=True)
 
     model = backbone.body.model
-    fn = _family_filter(backbone.model_name)
+    fn = family_filter(backbone.model_name)  # recorded by the builder; None for timm's own models (their layout)
     if fn is not None:
         state_dict = fn(state_dict, model)
     # keys of the parts pruned away for feature extraction (classifier, final norm, later stages) are not used

@@ -55,6 +55,10 @@ def build_model(model_cls: type, variant: str, pretrained: bool = False, num_sta
     or safetensors.
     """
     _FAMILY_FILTERS[variant] = checkpoint_filter
+    for other_spelling in ('embed_dims', 'dims'):  # the authors' / older zoo names of the widths
+        if other_spelling in kwargs:
+            raise TypeError(f'{variant}: the widths are spelled embed_dim (one int, or one per stage), '
+                            f'not {other_spelling}')
     overlay = dict(kwargs.get('pretrained_cfg_overlay') or {})
     strict = overlay.pop('strict', True)  # not a timm pretrained_cfg field: zoo's, taken out here
     if 'pretrained_cfg_overlay' in kwargs:

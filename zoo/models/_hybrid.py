@@ -10,7 +10,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from timm.layers import to_2tuple
 
-__all__ = ['hybrid_swin_args']
+from .cswin import CSWIN_WIDTHS
+from .swin import SWIN_SIZES
+
+__all__ = ['hybrid_swin_args', 'HYBRID_SWIN_SIZES', 'HYBRID_CSWIN_SIZES']
 
 
 def hybrid_swin_args(depths: Sequence[int], global_blocks: Sequence[int], global_layer: Callable,
@@ -32,3 +35,20 @@ def hybrid_swin_args(depths: Sequence[int], global_blocks: Sequence[int], global
     ]
     return dict(img_size=img_size, patch_size=patch_size, depths=tuple(depths), window_size=window,
                 mixer_args=mixer_args)
+
+
+# the sizes both LeapLab releases (Agent-, InLine-Swin: cfgs/*_swin_*.yaml) train: Swin's widths, global_blocks[i]
+# leading global blocks in stage i (ATTN_TYPE, agent / InLine: AAAB / IIIS, AABB / IISS, AAMB2 / IIMS2)
+HYBRID_SWIN_SIZES = {
+    'tiny': dict(**SWIN_SIZES['tiny'], global_blocks=(2, 2, 6, 0), drop_path_rate=0.2),
+    'small': dict(**SWIN_SIZES['small'], global_blocks=(2, 2, 0, 0), drop_path_rate=0.3),
+    'base': dict(**SWIN_SIZES['base'], global_blocks=(2, 2, 2, 0), drop_path_rate=0.5),
+}
+
+# Agent- and InLine-CSWin (models/*_cswin.py, cfgs/*_cswin_*.yaml): their own depths (deeper than CSWin-T/S/B),
+# CSWin's widths and heads
+HYBRID_CSWIN_SIZES = {
+    'tiny': dict(**CSWIN_WIDTHS['tiny'], depths=(2, 4, 18, 1), drop_path_rate=0.2),
+    'small': dict(**CSWIN_WIDTHS['small'], depths=(3, 6, 29, 2), drop_path_rate=0.4),
+    'base': dict(**CSWIN_WIDTHS['base'], depths=(3, 6, 29, 2), drop_path_rate=0.5),
+}

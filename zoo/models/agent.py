@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Union
 
-import torch
-
 from timm.models import generate_default_cfgs
 
 from ..layers import AgentAttention, resize_agent_biases
 from . import cswin, deit, pvt, swin
 from ._builder import build_model, cfg, licensed, register_variants
-from ._convert import note_resampled, rename
-from ._hybrid import hybrid_swin_args
+from ._convert import note_resampled
+from ._hybrid import HYBRID_CSWIN_SIZES, HYBRID_SWIN_SIZES, hybrid_swin_args
 
 __all__ = ['resize_agent_tables', 'checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit',
-           'checkpoint_filter_cswin', 'pvt_rename', 'deit_rename']
+           'checkpoint_filter_cswin']
 
 _GRID_BIASES = ('ah_bias', 'aw_bias', 'ha_bias', 'wa_bias')
 
@@ -45,42 +43,14 @@ def checkpoint_filter_swin(state_dict, model):
     return resize_agent_tables(swin.checkpoint_filter_fn(state_dict, model), model)
 
 
-def pvt_rename(state_dict):
-    """The authors' PVT layout (patch_embed{s}, pos_embed{s}, block{s}.{j}, attn.q + attn.kv) -> zoo PVT layout."""
-    if any(k.startswith('stages.') for k in state_dict):
-        return state_dict
-    state_dict = rename(state_dict, [
-        (r'^patch_embed1\.', 'stem.'),
-        (r'^pos_embed1$', 'stem.pos_embed'),
-        (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
-        (r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.pos_embed'),
-        (r'^block(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.'),
-        (r'^head\.(weight|bias)$', r'head.fc.\1'),
-    ])
-    out = {}
-    for k, v in state_dict.items():  # fuse q and kv into one qkv projection (q, k, v order)
-        if k.endswith(('attn.kv.weight', 'attn.kv.bias')):
-            continue
-        if '.attn.q.' in k:
-            out[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, state_dict[k.replace('.attn.q.', '.attn.kv.')]])
-        else:
-            out[k] = v
-    return out
-
-
 def checkpoint_filter_pvt(state_dict, model):
     """Authors' Agent-PVT release -> zoo PVT layout; position embeddings and agent terms resampled."""
-    return resize_agent_tables(pvt.resize_pos_embeds(pvt_rename(state_dict), model), model)
-
-
-def deit_rename(state_dict):
-    """The authors' DeiT layout (timm's old VisionTransformer: patch_embed.proj, plain head) -> zoo DeiT layout."""
-    return rename(state_dict, [(r'^patch_embed\.', 'stem.'), (r'^head\.(weight|bias)$', r'head.fc.\1')])
+    return resize_agent_tables(pvt.resize_pos_embeds(pvt.pvt_rename(state_dict), model), model)
 
 
 def checkpoint_filter_deit(state_dict, model):
     """Authors' Agent-DeiT release -> zoo DeiT layout; position embedding and agent terms resampled."""
-    return resize_agent_tables(deit.resize_deit_pos_embed(deit_rename(state_dict), model), model)
+    return resize_agent_tables(deit.resize_deit_pos_embed(deit.deit_rename(state_dict), model), model)
 
 
 def _agent_args(agent_num: Sequence[int], agent_shapes: Optional[Sequence[Sequence[int]]]):
@@ -163,32 +133,23 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
                                          pool_size=None, crop_pct=.875),
 }))
 
-# the authors' cfgs/agent_swin_*.yaml: global_blocks[i] = leading agent blocks of stage i (ATTN_TYPE), agents 9-16-49-49
-_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
-_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+# the authors' cfgs/agent_swin_*.yaml (HYBRID_SWIN_SIZES), agents 9-16-49-49
 AGENT_SWIN_VARIANTS = {
-    'zoo_agent_swin_tiny': dict(**_T, global_blocks=(2, 2, 6, 0), drop_path_rate=0.2),       # AAAB
-    'zoo_agent_swin_small': dict(**_S, global_blocks=(2, 2, 0, 0), drop_path_rate=0.3),      # AABB
-    'zoo_agent_swin_base': dict(**_B, global_blocks=(2, 2, 2, 0), drop_path_rate=0.5),       # AAMB2
-    'zoo_agent_swin_small_288': dict(**_S, global_blocks=(2, 2, 0, 0), img_size=288, drop_path_rate=0.3),
-    'zoo_agent_swin_base_384': dict(**_B, global_blocks=(2, 2, 2, 0), img_size=384, drop_path_rate=0.5),
+    'zoo_agent_swin_tiny': HYBRID_SWIN_SIZES['tiny'],
+    'zoo_agent_swin_small': HYBRID_SWIN_SIZES['small'],
+    'zoo_agent_swin_base': HYBRID_SWIN_SIZES['base'],
+    'zoo_agent_swin_small_288': dict(HYBRID_SWIN_SIZES['small'], img_size=288),
+    'zoo_agent_swin_base_384': dict(HYBRID_SWIN_SIZES['base'], img_size=384),
 }
-for _args in AGENT_SWIN_VARIANTS.values():
-    _args['agent_num'] = (9, 16, 49, 49)
+AGENT_SWIN_VARIANTS = {name: dict(args, agent_num=(9, 16, 49, 49)) for name, args in AGENT_SWIN_VARIANTS.items()}
 
 register_variants(_create_swin, AGENT_SWIN_VARIANTS, __name__)
 
 # the authors' models/agent_pvt.py + cfgs/agent_pvt_*.yaml: PVT-v1 widths, agent attention in every stage (AAAA,
 # no spatial reduction), no final norm
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
-AGENT_PVT_VARIANTS = {
-    'zoo_agent_pvt_tiny': dict(**_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1),
-    'zoo_agent_pvt_small': dict(**_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
-    'zoo_agent_pvt_medium': dict(**_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
-    'zoo_agent_pvt_large': dict(**_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
-    'zoo_agent_pvt_medium_256': dict(**_PVT, depths=(3, 4, 18, 3), img_size=256, drop_path_rate=0.3),
-}
+_PVT = dict(embed_dim=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
+AGENT_PVT_VARIANTS = {f'zoo_agent_pvt_{size}': dict(_PVT, **args) for size, args in pvt.PVT_SIZES.items()}
+AGENT_PVT_VARIANTS['zoo_agent_pvt_medium_256'] = dict(AGENT_PVT_VARIANTS['zoo_agent_pvt_medium'], img_size=256)
 register_variants(_create_pvt, AGENT_PVT_VARIANTS, __name__)
 
 # the authors' models/agent_deit.py + cfgs/agent_deit_*.yaml: DeiT widths; agents 49 (T, S) or 81 (B); B keeps
@@ -202,14 +163,13 @@ AGENT_DEIT_VARIANTS = {
 }
 register_variants(_create_deit, AGENT_DEIT_VARIANTS, __name__)
 
-# the authors' models/agent_cswin.py + cfgs/agent_cswin_*.yaml: the depths of InLine-CSWin, CSWin widths and heads,
+# the authors' models/agent_cswin.py + cfgs/agent_cswin_*.yaml (HYBRID_CSWIN_SIZES),
 # ATTN_TYPE AABB with agents 9-16; stripe widths 1-2-7 (224) / 1-2-12 (384), stage 4 global
-_CS = dict(embed_dim=64, num_heads=(2, 4, 8, 16))
 AGENT_CSWIN_VARIANTS = {
-    'zoo_agent_cswin_tiny': dict(**_CS, depths=(2, 4, 18, 1), drop_path_rate=0.2),
-    'zoo_agent_cswin_small': dict(**_CS, depths=(3, 6, 29, 2), drop_path_rate=0.4),
-    'zoo_agent_cswin_base': dict(embed_dim=96, num_heads=(4, 8, 16, 32), depths=(3, 6, 29, 2), drop_path_rate=0.5),
-    'zoo_agent_cswin_base_384': dict(embed_dim=96, num_heads=(4, 8, 16, 32), depths=(3, 6, 29, 2), img_size=384,
-                                     split_size=cswin.SPLIT_384, drop_path_rate=0.7),
+    'zoo_agent_cswin_tiny': HYBRID_CSWIN_SIZES['tiny'],
+    'zoo_agent_cswin_small': HYBRID_CSWIN_SIZES['small'],
+    'zoo_agent_cswin_base': HYBRID_CSWIN_SIZES['base'],
+    'zoo_agent_cswin_base_384': dict(HYBRID_CSWIN_SIZES['base'], img_size=384, split_size=cswin.SPLIT_384,
+                                     drop_path_rate=0.7),
 }
 register_variants(_create_cswin, AGENT_CSWIN_VARIANTS, __name__)

@@ -63,7 +63,7 @@ class BiFormer(Backbone):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            embed_dim: Sequence[int] = (64, 128, 256, 512),
             depths: Sequence[int] = (2, 2, 8, 2),
             head_dim: int = 32,
             topks: Sequence[int] = (1, 4, 16, -2),
@@ -76,7 +76,7 @@ class BiFormer(Backbone):
     ):
         """
         Args:
-            embed_dims, depths: per stage.
+            embed_dim, depths: per stage.
             head_dim: routing-attention heads per stage = dim // head_dim (qk_dim = dim).
             topks: routed regions per stage; -2 = global attention with LePE (`global_heads` heads, the authors'
                 default of 8).
@@ -88,22 +88,22 @@ class BiFormer(Backbone):
         self.img_size = to_2tuple(img_size)
         num_stages = len(depths)
         self.min_input_size = (2 ** (num_stages + 1),) * 2
-        self.num_features = embed_dims[-1]
+        self.num_features = embed_dim[-1]
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
-        c0 = embed_dims[0]
+        c0 = embed_dim[0]
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2), nn.GELU(),
             *_conv_bn(c0 // 2, c0))
         stages, self.feature_info = [], []
         for i in range(num_stages):
-            blocks = [BiFormerBlock(embed_dims[i], embed_dims[i] // head_dim, topks[i], n_win=n_win,
+            blocks = [BiFormerBlock(embed_dim[i], embed_dim[i] // head_dim, topks[i], n_win=n_win,
                                     mlp_ratio=mlp_ratio, side_dwconv=side_dwconv, drop_path=dpr[i][j].item(),
                                     global_heads=global_heads)
                       for j in range(depths[i])]
-            downsample = nn.Sequential(*_conv_bn(embed_dims[i - 1], embed_dims[i])) if i > 0 else None
+            downsample = nn.Sequential(*_conv_bn(embed_dim[i - 1], embed_dim[i])) if i > 0 else None
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
@@ -146,9 +146,9 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
 # variants as data (rayleizhu/BiFormer models/biformer.py): dims, depths; n_win 7, top-k 1/4/16/global,
 # head_dim 32, mlp_ratio 3, LCE 5x5 for every variant
 BIFORMER_VARIANTS = {
-    'zoo_biformer_tiny': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2)),
-    'zoo_biformer_small': dict(embed_dims=(64, 128, 256, 512), depths=(4, 4, 18, 4)),
-    'zoo_biformer_base': dict(embed_dims=(96, 192, 384, 768), depths=(4, 4, 18, 4)),
+    'zoo_biformer_tiny': dict(embed_dim=(64, 128, 256, 512), depths=(2, 2, 8, 2)),
+    'zoo_biformer_small': dict(embed_dim=(64, 128, 256, 512), depths=(4, 4, 18, 4)),
+    'zoo_biformer_base': dict(embed_dim=(96, 192, 384, 768), depths=(4, 4, 18, 4)),
 }
 
 register_variants(_create, BIFORMER_VARIANTS, __name__)

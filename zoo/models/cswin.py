@@ -15,110 +15,50 @@ Checkpoints: the authors' release (microsoft/CSWin-Transformer) loads strictly t
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import torch
-import torch.nn as nn
-from timm.layers import ClassifierHead, to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import CSWinAttention
 from ..layers.downsample import ConvDownsample
-from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename
-from .swin import Swin, SwinBlock
+from ._hosts import MixerHost
 
-__all__ = ['CSWin', 'CSWinBlock', 'checkpoint_filter_fn', 'cswin_rename']
-
-
-class CSWinBlock(SwinBlock):
-    """The Swin block (x + mixer(norm1(x)), x + mlp(norm2(x)) on (B, H, W, C) maps) on the whole map; a mixer with
-    `reads_block_input` also gets the block's input before norm1 (InLine-CSWin predicts a kernel from its mean)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not getattr(self.attn, 'reads_block_input', False):
-            return super().forward(x)
-        x = x + self.drop_path1(self.attn(self.norm1(x), block_input=x))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+__all__ = ['CSWin', 'checkpoint_filter_fn', 'cswin_rename']
 
 
-class CSWin(Backbone):
-    output_fmt = 'NHWC'
-
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dim: int = 64,
-            depths: Sequence[int] = (1, 2, 21, 1),
-            num_heads: Sequence[int] = (2, 4, 8, 16),
-            split_size: Sequence[Optional[int]] = (1, 2, 7, None),
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = nn.LayerNorm,
-            mixer_layer: Callable = CSWinAttention,
-            mixer_args: Optional[Sequence] = None,
-    ):
+class CSWin(MixerHost):
+    def __init__(self, embed_dim: int = 64, depths: Sequence[int] = (1, 2, 21, 1),
+                 num_heads: Sequence[int] = (2, 4, 8, 16), split_size: Sequence[Optional[int]] = (1, 2, 7, None),
+                 mixer_layer: Callable = CSWinAttention, **kwargs):
         """
         Args:
             split_size: stripe width per stage; None = global attention (the authors' last stage, whatever its
                 configured width).
             mixer_layer: the token mixer, called as mixer_layer(dim=, num_heads=, window_size=<the stage's map at
                 the built size>, shift_size=(0, 0), qkv_bias=, attn_drop=, proj_drop=, split_size=<the stage's>,
-                **args) (see SwinBlock).
-            mixer_args: per stage, a dict of extra mixer arguments or a list of one dict per block. A dict that
-                names its own `mixer_layer` gets only its own arguments (no split_size): hybrids such as
-                InLine-CSWin stay this host.
+                **args) (see zoo/models/_hosts.py MapBlock).
+            **kwargs: the host's (MixerHost): img_size, mlp_ratio, drop rates, mixer_args (per stage, a dict of extra
+                mixer arguments or a list of one dict per block; a dict that names its own `mixer_layer` gets only
+                its own arguments, no split_size: hybrids such as InLine-CSWin stay this host), ...
         """
-        super().__init__()
-        num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.patch_size = 4
-        self.min_input_size = (self.patch_size * 2 ** (num_stages - 1),) * 2
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = dims[-1]
-        mixer_args = mixer_args or [{}] * num_stages
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        self.split_size = tuple(split_size)
+        super().__init__(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = ConvDownsample(in_chans, embed_dim, 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
-        stages, self.feature_info = [], []
-        for i, feat_size in enumerate(self._feat_sizes(self.img_size, num_stages)):
-            blocks = []
-            for j in range(depths[i]):
-                args = dict(mixer_args[i][j] if isinstance(mixer_args[i], (list, tuple)) else mixer_args[i])
-                layer = args.pop('mixer_layer', None)
-                if layer is None:
-                    layer, args = mixer_layer, dict(split_size=split_size[i], **args)
-                blocks.append(CSWinBlock(
-                    dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size, mixer_layer=layer,
-                    mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
-            merge = ConvDownsample(dims[i - 1], dims[i], 3, 2, 1, norm_layer=norm_layer, input_fmt='NHWC',
-                                   output_fmt='NHWC') if i > 0 else None
-            stages.append(Stage(blocks, merge))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=self.patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(self._init_weights)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return ConvDownsample(in_chans, dim, 7, 4, 2, norm_layer=norm_layer, output_fmt='NHWC')
 
-    _init_weights = staticmethod(Swin._init_weights)  # the authors' init: truncated-normal linears, zero biases
-    _feat_sizes = Swin._feat_sizes
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return ConvDownsample(in_dim, out_dim, 3, 2, 1, norm_layer=norm_layer, input_fmt='NHWC', output_fmt='NHWC')
+
+    def _mixer_kwargs(self, stage):
+        return dict(split_size=self.split_size[stage])
 
     def _resize(self) -> None:
         """Mixers with position terms sized for their stage's map (Agent-CSWin's) are resampled to
         `self.img_size`; CSWin's stripes need nothing (they pad at any size)."""
-        for stage, feat_size in zip(self.stages, self._feat_sizes(self.img_size, len(self.stages))):
+        for stage, feat_size in zip(self.stages, self._stage_sizes()):
             for block in stage.blocks:
                 block.set_input_size(feat_size, feat_size)
 
@@ -183,10 +123,16 @@ default_cfgs = generate_default_cfgs({
 
 # the authors' models/cswin.py (CSWin_{dim}_{depths}_{size}): stripe widths 1-2-7 at 224, 1-2-12 at 384, stage 4
 # global; drop_path from their README's commands (T 0.2, S 0.4, B 0.5, B-384 fine-tuned with 0.7, L with 0.2)
-_T = dict(embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16))
-_S = dict(embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))
-_B = dict(embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32))
-_L = dict(embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24))
+CSWIN_WIDTHS = {
+    'tiny': dict(embed_dim=64, num_heads=(2, 4, 8, 16)),
+    'small': dict(embed_dim=64, num_heads=(2, 4, 8, 16)),
+    'base': dict(embed_dim=96, num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dim=144, num_heads=(6, 12, 24, 24)),
+}
+_T = dict(**CSWIN_WIDTHS['tiny'], depths=(1, 2, 21, 1))
+_S = dict(**CSWIN_WIDTHS['small'], depths=(2, 4, 32, 2))
+_B = dict(**CSWIN_WIDTHS['base'], depths=(2, 4, 32, 2))
+_L = dict(**CSWIN_WIDTHS['large'], depths=(2, 4, 32, 2))
 SPLIT_224, SPLIT_384 = (1, 2, 7, None), (1, 2, 12, None)
 CSWIN_VARIANTS = {
     'zoo_cswin_tiny': dict(**_T, split_size=SPLIT_224, drop_path_rate=0.2),

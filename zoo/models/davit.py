@@ -91,7 +91,7 @@ class DaViT(Backbone):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (96, 192, 384, 768),
+            embed_dim: Sequence[int] = (96, 192, 384, 768),
             depths: Sequence[int] = (1, 1, 3, 1),
             num_heads: Sequence[int] = (3, 6, 12, 24),
             window_size: int = 7,
@@ -106,20 +106,20 @@ class DaViT(Backbone):
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.min_input_size = (2 ** (len(depths) + 1),) * 2
-        self.num_features = embed_dims[-1]
+        self.num_features = embed_dim[-1]
         norm = partial(nn.LayerNorm, eps=norm_eps)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
-        self.stem = _Stem(in_chans, embed_dims[0], norm)
+        self.stem = _Stem(in_chans, embed_dim[0], norm)
         stages, self.feature_info = [], []
-        for i, (dim, depth, heads) in enumerate(zip(embed_dims, depths, num_heads)):
+        for i, (dim, depth, heads) in enumerate(zip(embed_dim, depths, num_heads)):
             blocks = [nn.Sequential(
                 DaViTBlock(dim, WindowAttention(dim, heads, window_size, qkv_bias=qkv_bias, rel_pos_bias=False),
                            norm, mlp_ratio, drop_path=dpr[i][j].item()),
                 DaViTBlock(dim, ChannelAttention(dim, heads, qkv_bias=qkv_bias), norm, mlp_ratio,
                            drop_path=dpr[i][j].item()),
             ) for j in range(depth)]
-            stages.append(Stage(blocks, _Downsample(embed_dims[i - 1], dim, norm) if i > 0 else None))
+            stages.append(Stage(blocks, _Downsample(embed_dim[i - 1], dim, norm) if i > 0 else None))
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()  # the head norms after pooling
@@ -172,12 +172,12 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
 
 # variants as data: the paper's Table 1 (dual-block depths, widths, heads = channel groups)
 DAVIT_VARIANTS = {
-    'zoo_davit_tiny': dict(embed_dims=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24)),
-    'zoo_davit_small': dict(embed_dims=(96, 192, 384, 768), depths=(1, 1, 9, 1), num_heads=(3, 6, 12, 24)),
-    'zoo_davit_base': dict(embed_dims=(128, 256, 512, 1024), depths=(1, 1, 9, 1), num_heads=(4, 8, 16, 32)),
-    'zoo_davit_large': dict(embed_dims=(192, 384, 768, 1536), depths=(1, 1, 9, 1), num_heads=(6, 12, 24, 48)),
-    'zoo_davit_huge': dict(embed_dims=(256, 512, 1024, 2048), depths=(1, 1, 9, 1), num_heads=(8, 16, 32, 64)),
-    'zoo_davit_giant': dict(embed_dims=(384, 768, 1536, 3072), depths=(1, 1, 12, 3), num_heads=(12, 24, 48, 96)),
+    'zoo_davit_tiny': dict(embed_dim=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24)),
+    'zoo_davit_small': dict(embed_dim=(96, 192, 384, 768), depths=(1, 1, 9, 1), num_heads=(3, 6, 12, 24)),
+    'zoo_davit_base': dict(embed_dim=(128, 256, 512, 1024), depths=(1, 1, 9, 1), num_heads=(4, 8, 16, 32)),
+    'zoo_davit_large': dict(embed_dim=(192, 384, 768, 1536), depths=(1, 1, 9, 1), num_heads=(6, 12, 24, 48)),
+    'zoo_davit_huge': dict(embed_dim=(256, 512, 1024, 2048), depths=(1, 1, 9, 1), num_heads=(8, 16, 32, 64)),
+    'zoo_davit_giant': dict(embed_dim=(384, 768, 1536, 3072), depths=(1, 1, 12, 3), num_heads=(12, 24, 48, 96)),
 }
 
 register_variants(_create, DAVIT_VARIANTS, __name__)

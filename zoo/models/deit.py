@@ -26,10 +26,10 @@ from timm.models.vision_transformer import global_pool_nlc
 
 from ..layers import Attention, Mlp, PatchEmbed
 from ._base import Backbone
-from ._convert import note_resampled
-from .swin import Swin
+from ._convert import note_resampled, rename
+from ._hosts import init_linears_
 
-__all__ = ['DeiT', 'DeiTBlock', 'TokenAttention', 'TokenHead', 'resize_deit_pos_embed']
+__all__ = ['DeiT', 'DeiTBlock', 'TokenAttention', 'TokenHead', 'deit_rename', 'resize_deit_pos_embed']
 
 
 class TokenAttention(Attention):
@@ -183,9 +183,7 @@ class DeiT(Backbone):
         for p in (self.pos_embed, self.cls_token):
             if p is not None:
                 trunc_normal_(p, std=.02)
-        self.apply(self._init_weights)
-
-    _init_weights = staticmethod(Swin._init_weights)
+        self.apply(init_linears_)
 
     def _grid(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
         return tuple(math.ceil(s / self.patch_size) for s in img_size)
@@ -274,3 +272,8 @@ def resize_deit_pos_embed(state_dict, model):
                                                          num_prefix_tokens=prefix)
         note_resampled('pos_embed', v, state_dict['pos_embed'])
     return state_dict
+
+
+def deit_rename(state_dict):
+    """The authors' DeiT layout (timm's old VisionTransformer: patch_embed.proj, plain head) -> zoo DeiT layout."""
+    return rename(state_dict, [(r'^patch_embed\.', 'stem.'), (r'^head\.(weight|bias)$', r'head.fc.\1')])

@@ -16,21 +16,19 @@ from timm.models import generate_default_cfgs
 
 from ..layers import InLineAttention
 from . import cswin, deit, pvt, swin
-from .agent import deit_rename, pvt_rename
 from ._builder import build_model, cfg, licensed, register_variants
-from ._hybrid import hybrid_swin_args
+from ._hybrid import HYBRID_CSWIN_SIZES, HYBRID_SWIN_SIZES, hybrid_swin_args
 
 __all__ = ['checkpoint_filter_swin', 'checkpoint_filter_pvt', 'checkpoint_filter_deit', 'checkpoint_filter_cswin']
 
 
-def checkpoint_filter_swin(state_dict, model):
-    """Authors' InLine-Swin release (official Swin layout + InLine terms) -> zoo Swin layout."""
-    return swin.checkpoint_filter_fn(state_dict, model)
+# the authors' InLine-Swin release is the official Swin layout plus the InLine terms (no position-dependent ones)
+checkpoint_filter_swin = swin.checkpoint_filter_fn
 
 
 def checkpoint_filter_pvt(state_dict, model):
     """Authors' InLine-PVT release -> zoo PVT layout; position embeddings resampled."""
-    return pvt.resize_pos_embeds(pvt_rename(state_dict), model)
+    return pvt.resize_pos_embeds(pvt.pvt_rename(state_dict), model)
 
 
 def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = (2, 2, 2, 2), **kwargs):
@@ -40,7 +38,7 @@ def _create_pvt(variant: str, pretrained: bool = False, depths: Sequence[int] = 
 
 def checkpoint_filter_deit(state_dict, model):
     """Authors' InLine-DeiT release -> zoo DeiT layout; position embedding resampled."""
-    return deit.resize_deit_pos_embed(deit_rename(state_dict), model)
+    return deit.resize_deit_pos_embed(deit.deit_rename(state_dict), model)
 
 
 def _create_deit(variant: str, pretrained: bool = False, **kwargs):
@@ -96,28 +94,20 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_inline_cswin_base.in1k': cfg(_URL.format('91e17121df284ae38521')),
 }))
 
-# the authors' cfgs/inline_swin_*.yaml: global_blocks[i] = leading InLine blocks of stage i (ATTN_TYPE)
-_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
-_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+# the authors' cfgs/inline_swin_*.yaml (HYBRID_SWIN_SIZES)
 INLINE_SWIN_VARIANTS = {
-    'zoo_inline_swin_tiny': dict(**_T, global_blocks=(2, 2, 6, 0), drop_path_rate=0.2),      # IIIS
-    'zoo_inline_swin_small': dict(**_S, global_blocks=(2, 2, 0, 0), drop_path_rate=0.3),     # IISS
-    'zoo_inline_swin_base': dict(**_B, global_blocks=(2, 2, 2, 0), drop_path_rate=0.5),      # IIMS2
-    'zoo_inline_swin_base_384': dict(**_B, global_blocks=(2, 2, 2, 0), img_size=384, drop_path_rate=0.5),
+    'zoo_inline_swin_tiny': HYBRID_SWIN_SIZES['tiny'],
+    'zoo_inline_swin_small': HYBRID_SWIN_SIZES['small'],
+    'zoo_inline_swin_base': HYBRID_SWIN_SIZES['base'],
+    'zoo_inline_swin_base_384': dict(HYBRID_SWIN_SIZES['base'], img_size=384),
 }
 
 register_variants(_create_swin, INLINE_SWIN_VARIANTS, __name__)
 
 # the authors' models/inline_pvt.py + cfgs/inline_pvt_*.yaml: PVT-v1 widths with twice the heads, InLine attention
 # in every stage (IIII, no spatial reduction), no final norm
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
-INLINE_PVT_VARIANTS = {
-    'zoo_inline_pvt_tiny': dict(**_PVT, depths=(2, 2, 2, 2), drop_path_rate=0.1),
-    'zoo_inline_pvt_small': dict(**_PVT, depths=(3, 4, 6, 3), drop_path_rate=0.1),
-    'zoo_inline_pvt_medium': dict(**_PVT, depths=(3, 4, 18, 3), drop_path_rate=0.3),
-    'zoo_inline_pvt_large': dict(**_PVT, depths=(3, 8, 27, 3), drop_path_rate=0.3),
-}
+_PVT = dict(embed_dim=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), mlp_ratios=(8, 8, 4, 4))
+INLINE_PVT_VARIANTS = {f'zoo_inline_pvt_{size}': dict(_PVT, **args) for size, args in pvt.PVT_SIZES.items()}
 register_variants(_create_pvt, INLINE_PVT_VARIANTS, __name__)
 
 # the authors' models/inline_deit.py + cfgs/inline_deit_*.yaml: own widths (not DeiT-S/B's), InLine in every block,
@@ -129,11 +119,11 @@ INLINE_DEIT_VARIANTS = {
 }
 register_variants(_create_deit, INLINE_DEIT_VARIANTS, __name__)
 
-# the authors' models/inline_cswin.py + cfgs/inline_cswin_*.yaml: their own depths (deeper than CSWin-T/S/B), CSWin
-# widths and heads, ATTN_TYPE IISS, stripe widths 1-2-7 at 224 (stage 4 global)
+# the authors' models/inline_cswin.py + cfgs/inline_cswin_*.yaml (HYBRID_CSWIN_SIZES): ATTN_TYPE IISS, stripe widths
+# 1-2-7 at 224 (stage 4 global)
 INLINE_CSWIN_VARIANTS = {
-    'zoo_inline_cswin_tiny': dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), drop_path_rate=0.2),
-    'zoo_inline_cswin_small': dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), drop_path_rate=0.4),
-    'zoo_inline_cswin_base': dict(embed_dim=96, depths=(3, 6, 29, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5),
+    'zoo_inline_cswin_tiny': HYBRID_CSWIN_SIZES['tiny'],
+    'zoo_inline_cswin_small': HYBRID_CSWIN_SIZES['small'],
+    'zoo_inline_cswin_base': HYBRID_CSWIN_SIZES['base'],
 }
 register_variants(_create_cswin, INLINE_CSWIN_VARIANTS, __name__)

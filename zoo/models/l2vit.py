@@ -12,11 +12,12 @@ from typing import Callable, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
 from ..layers.cpe import ConvPosEnc
+from ..layers.init import trunc_normal_init_
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -96,7 +97,7 @@ class L2ViT(Backbone):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            dims: Sequence[int] = (96, 192, 384, 768),
+            embed_dim: Sequence[int] = (96, 192, 384, 768),
             depths: Sequence[int] = (2, 2, 6, 2),
             num_heads: Sequence[int] = (3, 6, 12, 24),
             window_size: int = 7,
@@ -112,29 +113,22 @@ class L2ViT(Backbone):
         self.num_classes = num_classes
         self.img_size = to_2tuple(img_size)
         self.min_input_size = (4 * 2 ** (num_stages - 1),) * 2
-        self.num_features = dims[-1]
+        self.num_features = embed_dim[-1]
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
-        self.stem = ConvStem(in_chans, dims[0])
+        self.stem = ConvStem(in_chans, embed_dim[0])
         stages, self.feature_info = [], []
         for i in range(num_stages):
-            blocks = [L2ViTBlock(dims[i], num_heads[i], is_global=j % 2 == 1, window_size=to_2tuple(window_size),
+            blocks = [L2ViTBlock(embed_dim[i], num_heads[i], is_global=j % 2 == 1, window_size=to_2tuple(window_size),
                                  mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i][j].item())
                       for j in range(depths[i])]
-            stages.append(Stage(blocks, NormConvDown(dims[i - 1], dims[i]) if i > 0 else None))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+            stages.append(Stage(blocks, NormConvDown(embed_dim[i - 1], embed_dim[i]) if i > 0 else None))
+            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt='NHWC')
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init_)
 
     def _resize(self, window_size=None) -> None:
         """Nothing is position-dependent except the window size of the LWA blocks."""
@@ -178,11 +172,11 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
 # the authors' models/l2vit.py: conv stem '2L', blocks 'mix_local_enhanced_vit', window 7 (12 at 384);
 # drop_path from the readme commands where given (B: 0.3 on IN-1K)
 L2VIT_VARIANTS = {
-    'zoo_l2vit_tiny': dict(dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_l2vit_small': dict(dims=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_l2vit_base': dict(dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+    'zoo_l2vit_tiny': dict(embed_dim=(96, 192, 384, 768), depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'zoo_l2vit_small': dict(embed_dim=(96, 192, 384, 768), depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'zoo_l2vit_base': dict(embed_dim=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
                            drop_path_rate=0.3),
-    'zoo_l2vit_base_384': dict(dims=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+    'zoo_l2vit_base_384': dict(embed_dim=(128, 256, 512, 1024), depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
                                img_size=384, window_size=12, drop_path_rate=0.2),
 }
 

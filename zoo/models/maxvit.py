@@ -66,7 +66,7 @@ class MaxViT(Backbone):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 256, 512),
+            embed_dim: Sequence[int] = (64, 128, 256, 512),
             depths: Sequence[int] = (2, 2, 5, 2),
             stem_width: int = 64,
             head_dim: int = 32,
@@ -92,12 +92,12 @@ class MaxViT(Backbone):
         self.partition_size = to_2tuple(partition_size) if partition_size else \
             tuple(s // partition_ratio for s in self.img_size)
         self.min_input_size = (32, 32)
-        self.num_features = embed_dims[-1]
+        self.num_features = embed_dim[-1]
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
         self.stem = MBConvStem(in_chans, stem_width, act_layer=act_layer, norm_eps=conv_norm_eps)
         stages, self.feature_info, in_chs = [], [], stem_width
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
+        for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
             blocks = [MaxViTBlock(in_chs if j == 0 else dim, dim, stride=2 if j == 0 else 1,
                                   partition_size=self.partition_size, head_dim=head_dim, mlp_ratio=mlp_ratio,
                                   act_layer=act_layer, conv_norm_eps=conv_norm_eps, attn_norm_eps=attn_norm_eps,
@@ -151,9 +151,9 @@ def _cfg(res: int, timm_name: str):
 
 # variants as data: the paper's Table 1 (MaxViT-T/S/B), window = grid = img_size / 32
 _DIMS = {
-    'tiny': dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 5, 2)),
-    'small': dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 5, 2)),
-    'base': dict(embed_dims=(96, 192, 384, 768), depths=(2, 6, 14, 2)),
+    'tiny': dict(embed_dim=(64, 128, 256, 512), depths=(2, 2, 5, 2)),
+    'small': dict(embed_dim=(96, 192, 384, 768), depths=(2, 2, 5, 2)),
+    'base': dict(embed_dim=(96, 192, 384, 768), depths=(2, 6, 14, 2)),
 }
 MAXVIT_VARIANTS = {}
 _cfgs = {}

@@ -25,15 +25,16 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, LayerScale, to_2tuple
+from timm.layers import DropPath, LayerScale
 from timm.models import generate_default_cfgs
 
 from ..layers import Mlp
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
-from ._base import NO_WEIGHT_DECAY, Backbone, Stage
+from ._base import NO_WEIGHT_DECAY, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 from . import deit, swin
+from ._hosts import MapHost, stage_widths
 from .swin import Swin
 
 __all__ = ['NAT', 'NATBlock', 'HostNeighborhoodAttention']
@@ -114,8 +115,7 @@ class HostNeighborhoodAttention(NeighborhoodAttention2D):
         return super().forward(x)
 
 
-class NAT(Backbone):
-    output_fmt = 'NHWC'
+class NAT(MapHost):
     no_weight_decay_names = NO_WEIGHT_DECAY + ('rpb',)
 
     def __init__(
@@ -147,17 +147,12 @@ class NAT(Backbone):
         """
         super().__init__()
         num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.min_input_size = (2 ** (num_stages + 1),) * 2  # one pixel at the last stage
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = dims[-1]
+        dims = stage_widths(embed_dim, num_stages)
+        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
         dilations = dilations or [[1] * d for d in depths]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
 
-        self.stem = ConvTokenizer(in_chans, embed_dim, norm_layer)
-        stages, self.feature_info = [], []
+        self.stem = ConvTokenizer(in_chans, dims[0], norm_layer)
+        stages = []
         for i in range(num_stages):
             blocks = [
                 NATBlock(dims[i], num_heads[i], kernel_size, dilations[i][j], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
@@ -167,14 +162,7 @@ class NAT(Backbone):
             ]
             downsample = ConvDownsampler(dims[i - 1], dims[i], norm_layer) if i > 0 else None
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(self._init_weights)
-
-    _init_weights = staticmethod(Swin._init_weights)  # trunc-normal(.02) Linear weights, zero biases
+        self._finish(stages, dims, norm_layer(self.num_features), global_pool, drop_rate)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ class PoolFormer(Backbone):
             in_chans: int = 3,
             num_classes: int = 1000,
             global_pool: str = 'avg',
-            dims: Sequence[int] = (64, 128, 320, 512),
+            embed_dim: Sequence[int] = (64, 128, 320, 512),
             depths: Sequence[int] = (2, 2, 6, 2),
             pool_size: int = 3,
             mlp_ratio: float = 4.,
@@ -59,21 +59,22 @@ class PoolFormer(Backbone):
         if head_norm not in ('map', 'pooled'):
             raise ValueError(f"head_norm must be 'map' or 'pooled', got {head_norm!r}")
         num_stages = len(depths)
-        self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, dims[-1]
+        self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, embed_dim[-1]
         self.head_norm = head_norm
         self.min_input_size = (4 * 2 ** (num_stages - 1),) * 2
         # the authors' stochastic depth rule: linear over all blocks, dpr_j = rate * j / (N - 1)
         dpr = (torch.linspace(0, drop_path_rate, sum(depths)) if sum(depths) > 1 else torch.zeros(1)).split(depths)
 
-        self.stem = ConvDownsample(in_chans, dims[0], kernel_size=7, stride=4, padding=2)
+        self.stem = ConvDownsample(in_chans, embed_dim[0], kernel_size=7, stride=4, padding=2)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
-            blocks = [MetaFormerBlock(dims[i], PoolMixer(dims[i], pool_size), GroupNorm1, mlp_ratio=mlp_ratio,
+            blocks = [MetaFormerBlock(embed_dim[i], PoolMixer(embed_dim[i], pool_size), GroupNorm1, mlp_ratio=mlp_ratio,
                                       layer_scale_init=layer_scale_init, proj_drop=proj_drop_rate,
                                       drop_path=dpr[i][j].item(), fmt='NCHW') for j in range(depth)]
-            downsample = ConvDownsample(dims[i - 1], dims[i], kernel_size=3, stride=2, padding=1) if i else None
+            downsample = ConvDownsample(embed_dim[i - 1], embed_dim[i], kernel_size=3, stride=2,
+                                        padding=1) if i else None
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
         self.stages = nn.Sequential(*stages)
         if head_norm == 'map':
             self.norm = GroupNorm1(self.num_features)
@@ -128,11 +129,11 @@ default_cfgs = generate_default_cfgs({
 # variants as data: the paper's Table (widths, depths) and the released layer-scale init
 _S, _M = (64, 128, 320, 512), (96, 192, 384, 768)
 POOLFORMER_VARIANTS = {
-    'zoo_poolformer_s12': dict(dims=_S, depths=(2, 2, 6, 2), layer_scale_init=1e-5),
-    'zoo_poolformer_s24': dict(dims=_S, depths=(4, 4, 12, 4), layer_scale_init=1e-5),
-    'zoo_poolformer_s36': dict(dims=_S, depths=(6, 6, 18, 6), layer_scale_init=1e-6),
-    'zoo_poolformer_m36': dict(dims=_M, depths=(6, 6, 18, 6), layer_scale_init=1e-6),
-    'zoo_poolformer_m48': dict(dims=_M, depths=(8, 8, 24, 8), layer_scale_init=1e-6),
+    'zoo_poolformer_s12': dict(embed_dim=_S, depths=(2, 2, 6, 2), layer_scale_init=1e-5),
+    'zoo_poolformer_s24': dict(embed_dim=_S, depths=(4, 4, 12, 4), layer_scale_init=1e-5),
+    'zoo_poolformer_s36': dict(embed_dim=_S, depths=(6, 6, 18, 6), layer_scale_init=1e-6),
+    'zoo_poolformer_m36': dict(embed_dim=_M, depths=(6, 6, 18, 6), layer_scale_init=1e-6),
+    'zoo_poolformer_m48': dict(embed_dim=_M, depths=(8, 8, 24, 8), layer_scale_init=1e-6),
 }
 
 register_variants(_create, POOLFORMER_VARIANTS, __name__)

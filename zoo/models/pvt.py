@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, to_2tuple, trunc_normal_
+from timm.layers import trunc_normal_
 
 from ..layers import PatchEmbed
-from ._base import Backbone, Stage
-from ._convert import note_resampled
-from .swin import Swin, SwinBlock
+from ._convert import note_resampled, rename
+from ._hosts import MixerHost
 
-__all__ = ['PVT', 'PvtEmbed', 'resize_pos_embed']
+__all__ = ['PVT', 'PvtEmbed', 'pvt_rename', 'resize_pos_embed', 'resize_pos_embeds']
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_size: Tuple[int, int], new_size: Tuple[int, int]) -> torch.Tensor:
@@ -65,75 +64,31 @@ class PvtEmbed(PatchEmbed):
         return self.pos_drop(x + pos)
 
 
-class PVT(Backbone):
-    output_fmt = 'NHWC'
-
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            patch_size: int = 4,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dims: Sequence[int] = (64, 128, 320, 512),
-            depths: Sequence[int] = (2, 2, 2, 2),
-            num_heads: Sequence[int] = (1, 2, 5, 8),
-            mlp_ratios: Sequence[float] = (8, 8, 4, 4),
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
-            final_norm: bool = False,
-            mixer_layer: Optional[Callable] = None,
-            mixer_args: Optional[Sequence[Dict]] = None,
-    ):
+class PVT(MixerHost):
+    def __init__(self, patch_size: int = 4, embed_dim: Sequence[int] = (64, 128, 320, 512),
+                 depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (1, 2, 5, 8),
+                 mlp_ratios: Sequence[float] = (8, 8, 4, 4), norm_layer: Callable = partial(nn.LayerNorm, eps=1e-6),
+                 final_norm: bool = False, mixer_layer: Optional[Callable] = None, **kwargs):
         """
         Args:
-            mixer_layer: token mixer class (see module doc); required.
-            mixer_args: extra mixer keyword arguments, one dict per stage.
+            mlp_ratios: one MLP ratio per stage.
             final_norm: a LayerNorm after the last stage (PVT-v1 has one; Agent-/InLine-PVT drop it).
+            mixer_layer: token mixer class (see module doc); required.
+            **kwargs: the host's (MixerHost): img_size, drop rates, mixer_args (one dict per stage), ...
         """
-        super().__init__()
-        if mixer_layer is None:
-            raise ValueError('PVT is a host: pass the token mixer as mixer_layer')
-        num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
         self.patch_size = patch_size
-        self.min_input_size = (patch_size * 2 ** (num_stages - 1),) * 2
-        self.num_features = embed_dims[-1]
-        mixer_args = mixer_args or [{}] * num_stages
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-        feat_sizes = self._feat_sizes(self.img_size, num_stages)
+        super().__init__(embed_dim=embed_dim, depths=depths, num_heads=num_heads, mlp_ratio=mlp_ratios,
+                         norm_layer=norm_layer, final_norm=final_norm, mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = PvtEmbed(patch_size, in_chans, embed_dims[0], feat_sizes[0], 'NCHW', drop_rate)
-        stages, self.feature_info = [], []
-        for i, feat_size in enumerate(feat_sizes):
-            blocks = [
-                SwinBlock(embed_dims[i], num_heads[i], feat_size, shifted=False, feat_size=feat_size,
-                          mixer_layer=mixer_layer, mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias,
-                          proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i][j].item(),
-                          norm_layer=norm_layer, **mixer_args[i])
-                for j in range(depths[i])
-            ]
-            down = PvtEmbed(2, embed_dims[i - 1], embed_dims[i], feat_size, 'NHWC', drop_rate) if i > 0 else None
-            stages.append(Stage(blocks, down))
-            self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features) if final_norm else nn.Identity()
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(self._init_weights)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return PvtEmbed(self.patch_size, in_chans, dim, feat_size, 'NCHW', drop_rate)
 
-    _init_weights = staticmethod(Swin._init_weights)  # same init and stage sizes as the Swin host
-    _feat_sizes = Swin._feat_sizes
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return PvtEmbed(2, in_dim, out_dim, feat_size, 'NHWC', drop_rate)
 
     def _resize(self) -> None:
         """Position embeddings and mixer position terms are resampled to `self.img_size`'s stage grids."""
-        feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
+        feat_sizes = self._stage_sizes()
         self.stem.set_grid_size(feat_sizes[0])
         for i, stage in enumerate(self.stages):
             if i > 0:
@@ -153,3 +108,35 @@ def resize_pos_embeds(state_dict, model):
             state_dict[k] = resize_pos_embed(v, (side, side), model.get_submodule(k[:-len('.pos_embed')]).grid_size)
             note_resampled(k, v, state_dict[k])
     return state_dict
+
+
+def pvt_rename(state_dict):
+    """The authors' PVT layout (patch_embed{s}, pos_embed{s}, block{s}.{j}, attn.q + attn.kv) -> zoo PVT layout."""
+    if any(k.startswith('stages.') for k in state_dict):
+        return state_dict
+    state_dict = rename(state_dict, [
+        (r'^patch_embed1\.', 'stem.'),
+        (r'^pos_embed1$', 'stem.pos_embed'),
+        (r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.'),
+        (r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.downsample.pos_embed'),
+        (r'^block(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.'),
+        (r'^head\.(weight|bias)$', r'head.fc.\1'),
+    ])
+    out = {}
+    for k, v in state_dict.items():  # fuse q and kv into one qkv projection (q, k, v order)
+        if k.endswith(('attn.kv.weight', 'attn.kv.bias')):
+            continue
+        if '.attn.q.' in k:
+            out[k.replace('.attn.q.', '.attn.qkv.')] = torch.cat([v, state_dict[k.replace('.attn.q.', '.attn.kv.')]])
+        else:
+            out[k] = v
+    return out
+
+
+# PVT-v1's depths per size, with the drop-path rates of the authors' Agent- / InLine-PVT configs (cfgs/*_pvt_*.yaml)
+PVT_SIZES = {
+    'tiny': dict(depths=(2, 2, 2, 2), drop_path_rate=0.1),
+    'small': dict(depths=(3, 4, 6, 3), drop_path_rate=0.1),
+    'medium': dict(depths=(3, 4, 18, 3), drop_path_rate=0.3),
+    'large': dict(depths=(3, 8, 27, 3), drop_path_rate=0.3),
+}

@@ -6,141 +6,50 @@ Checkpoints: the official release (microsoft/Swin-Transformer) and timm's `swin_
 """
 from __future__ import annotations
 
-import math
-from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Sequence, Union
 
 import torch
-import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, to_2tuple, trunc_normal_
-from timm.models import generate_default_cfgs, register_model
+from timm.layers import to_2tuple
+from timm.models import generate_default_cfgs
 
-from ..layers import Mlp, PatchEmbed, PatchMerging, WindowAttention, clamp_window, window_mask
-from ._base import Backbone, Stage
+from ..layers import PatchEmbed, PatchMerging, WindowAttention, window_mask
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import drop, rename, resize_rel_pos_tables
+from ._hosts import MixerHost
 
-__all__ = ['Swin', 'SwinBlock']
-
-
-class SwinBlock(nn.Module):
-    """x + mixer(norm(x)), then x + mlp(norm(x)), on (B, H, W, C) maps."""
-
-    def __init__(self, dim: int, num_heads: int, window_size: Tuple[int, int], shifted: bool,
-                 feat_size: Tuple[int, int], mixer_layer: Callable = WindowAttention, mlp_ratio: float = 4.,
-                 qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 norm_layer: Callable = nn.LayerNorm, **mixer_kwargs):
-        super().__init__()
-        self.target_window = to_2tuple(window_size)
-        self.shifted = shifted
-        window, shift = self._window_shift(feat_size)
-        self.norm1 = norm_layer(dim)
-        self.attn = mixer_layer(dim=dim, num_heads=num_heads, window_size=window, shift_size=shift,
-                                qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, **mixer_kwargs)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-
-    def _window_shift(self, feat_size):
-        shift = tuple(w // 2 for w in self.target_window) if self.shifted else (0, 0)
-        return clamp_window(feat_size, self.target_window, shift)
-
-    def set_input_size(self, feat_size: Tuple[int, int], window_size: Optional[Tuple[int, int]] = None):
-        if window_size is not None:
-            self.target_window = to_2tuple(window_size)
-        self.attn.set_window_size(*self._window_shift(feat_size))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+__all__ = ['Swin', 'checkpoint_filter_fn', 'to_official_layout']
 
 
-class Swin(Backbone):
-    output_fmt = 'NHWC'
-
-    def __init__(
-            self,
-            img_size: Union[int, Tuple[int, int]] = 224,
-            patch_size: int = 4,
-            in_chans: int = 3,
-            num_classes: int = 1000,
-            global_pool: str = 'avg',
-            embed_dim: int = 96,
-            depths: Sequence[int] = (2, 2, 6, 2),
-            num_heads: Sequence[int] = (3, 6, 12, 24),
-            window_size: Union[int, Sequence[int]] = 7,
-            mlp_ratio: float = 4.,
-            qkv_bias: bool = True,
-            drop_rate: float = 0.,
-            proj_drop_rate: float = 0.,
-            attn_drop_rate: float = 0.,
-            drop_path_rate: float = 0.1,
-            norm_layer: Callable = nn.LayerNorm,
-            mixer_layer: Callable = WindowAttention,
-            mixer_args: Optional[Sequence[Dict]] = None,
-    ):
+class Swin(MixerHost):
+    def __init__(self, patch_size: int = 4, window_size: Union[int, Sequence[int]] = 7,
+                 mixer_layer: Callable = WindowAttention, **kwargs):
         """
         Args:
-            window_size: one window size for all stages, or one per stage.
+            patch_size: the patch embedding's stride.
+            window_size: one window size for all stages, or one per stage; odd blocks shift by half a window.
             mixer_layer: token mixer class, called as mixer_layer(dim=, num_heads=, window_size=, shift_size=,
-                qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]).
-            mixer_args: extra mixer keyword arguments, one dict per stage, or a list of one dict per block of
-                that stage. A dict may also name its own `mixer_layer` and `window_size`, so hybrids (global
-                agent / InLine attention in some blocks, window attention in others) stay this host.
+                qkv_bias=, attn_drop=, proj_drop=, **mixer_args[stage]); a mixer_args dict may name its own
+                `mixer_layer` and `window_size`.
+            **kwargs: the host's (MixerHost): img_size, embed_dim, depths, num_heads, mlp_ratio, drop rates, ...
         """
-        super().__init__()
-        num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
         self.patch_size = patch_size
-        self.min_input_size = (patch_size * 2 ** (num_stages - 1),) * 2
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = dims[-1]
-        windows = [to_2tuple(window_size)] * num_stages if isinstance(window_size, int) else \
+        num_stages = len(kwargs.get('depths', (2, 2, 6, 2)))
+        self._windows = [to_2tuple(window_size)] * num_stages if isinstance(window_size, int) else \
             [to_2tuple(w) for w in window_size]
-        mixer_args = mixer_args or [{}] * num_stages
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
+        super().__init__(mixer_layer=mixer_layer, **kwargs)
 
-        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=norm_layer)
-        stages, self.feature_info = [], []
-        for i, feat_size in enumerate(self._feat_sizes(self.img_size, num_stages)):
-            blocks = []
-            for j in range(depths[i]):
-                args = dict(mixer_args[i][j] if isinstance(mixer_args[i], (list, tuple)) else mixer_args[i])
-                blocks.append(SwinBlock(
-                    dims[i], num_heads[i], to_2tuple(args.pop('window_size', windows[i])), shifted=j % 2 == 1,
-                    feat_size=feat_size, mixer_layer=args.pop('mixer_layer', mixer_layer), mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
-            downsample = PatchMerging(dims[i - 1], dims[i], norm_layer=norm_layer) if i > 0 else None
-            stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(self._init_weights)
+    def _stem(self, in_chans, dim, feat_size, norm_layer, drop_rate):
+        return PatchEmbed(self.patch_size, in_chans, dim, norm_layer=norm_layer)
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    def _downsample(self, in_dim, out_dim, feat_size, norm_layer, drop_rate):
+        return PatchMerging(in_dim, out_dim, norm_layer=norm_layer)
 
-    def _feat_sizes(self, img_size: Tuple[int, int], num_stages: int):
-        size = [math.ceil(s / self.patch_size) for s in img_size]
-        sizes = []
-        for i in range(num_stages):
-            sizes.append(tuple(size))
-            size = [math.ceil(s / 2) for s in size]
-        return sizes
+    def _window(self, stage, block, feat_size, window_size):
+        return to_2tuple(window_size if window_size is not None else self._windows[stage]), block % 2 == 1
 
     def _resize(self, window_size=None) -> None:
         """Shift masks follow `self.img_size`; a new window size (one, or one per stage) resamples the tables."""
-        feat_sizes = self._feat_sizes(self.img_size, len(self.stages))
+        feat_sizes = self._stage_sizes()
         for i, stage in enumerate(self.stages):
             win = window_size if window_size is None or isinstance(window_size, int) else window_size[i]
             for block in stage.blocks:
@@ -179,7 +88,7 @@ def to_official_layout(model: Swin) -> Dict[str, Dict[str, torch.Tensor]]:
         (r'attn\.rel_pos\.', 'attn.'),
         (r'^head\.fc\.', 'head.'),
     ])
-    feat_sizes = model._feat_sizes(model.img_size, len(model.stages))
+    feat_sizes = model._stage_sizes()
     for i, stage in enumerate(model.stages):
         for j, block in enumerate(stage.blocks):
             prefix = f'layers.{i}.blocks.{j}.'
@@ -207,16 +116,20 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
                                                input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
 }))
 
-# variants as data: the paper's Table (C, depths, heads) and window size per resolution
+# variants as data: the paper's Table (C, depths, heads) per size, and window size per resolution
+SWIN_SIZES = {
+    'tiny': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    'small': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    'base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+    'large': dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
+}
 SWIN_VARIANTS = {
-    'zoo_swin_tiny': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_swin_small': dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
-    'zoo_swin_base': dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
-    'zoo_swin_large': dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48)),
-    'zoo_swin_base_384': dict(img_size=384, window_size=12, embed_dim=128, depths=(2, 2, 18, 2),
-                              num_heads=(4, 8, 16, 32)),
-    'zoo_swin_large_384': dict(img_size=384, window_size=12, embed_dim=192, depths=(2, 2, 18, 2),
-                               num_heads=(6, 12, 24, 48)),
+    'zoo_swin_tiny': SWIN_SIZES['tiny'],
+    'zoo_swin_small': SWIN_SIZES['small'],
+    'zoo_swin_base': SWIN_SIZES['base'],
+    'zoo_swin_large': SWIN_SIZES['large'],
+    'zoo_swin_base_384': dict(img_size=384, window_size=12, **SWIN_SIZES['base']),
+    'zoo_swin_large_384': dict(img_size=384, window_size=12, **SWIN_SIZES['large']),
 }
 
 
