@@ -366,6 +366,7 @@ def test_isotropic_matches_authors_forward_on_their_layout(tmp_path):
     model = timm.create_model('zoo_dinat_isotropic_small', **kwargs).eval()
     assert [b.attn.dilation[0] for b in model.blocks] == [1, 2, 1]
     assert model.cls_token is None and model.pos_embed is None and not model.has_class_token
+    assert {'blocks.0.attn.rpb', 'stem.proj.weight'} & model.no_weight_decay() == {'blocks.0.attn.rpb'}
     for p in model.parameters():
         p.add_(torch.randn_like(p) * 0.1)
     authors = {}

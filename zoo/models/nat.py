@@ -30,7 +30,7 @@ from timm.models import generate_default_cfgs
 
 from ..layers import Mlp
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
-from ._base import NO_WEIGHT_DECAY, Stage
+from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 from . import deit, swin
@@ -116,7 +116,6 @@ class HostNeighborhoodAttention(NeighborhoodAttention2D):
 
 
 class NAT(MapHost):
-    no_weight_decay_names = NO_WEIGHT_DECAY + ('rpb',)
 
     def __init__(
             self,
