@@ -170,3 +170,28 @@ def test_detection_size_input(name):
     shapes = [(50, 76)] * 3 if 'deit' in name else [(200, 304), (100, 152), (50, 76), (25, 38)]
     assert [f.shape[-2:] for f in feats] == shapes
     assert all(torch.isfinite(f).all() for f in feats)
+
+
+@torch.no_grad()
+def test_high_resolution_releases_are_built_for_their_size(tmp_path):
+    """Agent-DeiT-S 448 and Agent-PVT-M 256 (the authors' cfgs/agent_deit_s_448.yaml, agent_pvt_m_256.yaml) hold
+    the position terms of the released checkpoints' size (depth reduced: the shapes do not depend on it), and the
+    DeiT one loads a checkpoint in the authors' names strictly."""
+    deit = timm.create_model('zoo_agent_deit_small_448', depth=2).eval()
+    assert deit.pretrained_cfg['input_size'] == (3, 448, 448)
+    assert deit.pos_embed.shape == (1, 1 + 28 * 28, 384)
+    assert deit.blocks[0].attn.ah_bias.shape == (1, 6, 49, 28, 1)
+    authors = {k.replace('stem.', 'patch_embed.', 1) if k.startswith('stem.') else k.replace('head.fc.', 'head.'): v
+               for k, v in deit.state_dict().items()}
+    path = tmp_path / 'agent_deit_s_448.pth'
+    torch.save({'model': authors}, path)
+    loaded = timm.create_model('zoo_agent_deit_small_448', depth=2, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = torch.randn(1, 3, 448, 448)
+    torch.testing.assert_close(loaded(x), deit(x), atol=0, rtol=0)
+
+    pvt = timm.create_model('zoo_agent_pvt_medium_256', depths=(1, 1, 1, 1)).eval()
+    assert pvt.pretrained_cfg['input_size'] == (3, 256, 256)
+    assert [s.downsample.pos_embed.shape[1] if i else pvt.stem.pos_embed.shape[1]
+            for i, s in enumerate(pvt.stages)] == [64 * 64, 32 * 32, 16 * 16, 8 * 8]
+    assert [s.blocks[0].attn.ah_bias.shape[-2] for s in pvt.stages] == [64, 32, 16, 8]

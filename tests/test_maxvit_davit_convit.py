@@ -18,10 +18,17 @@ from zoo.models._convert import unwrap
 TIMM_TWINS = {
     **{f'zoo_maxvit_{s}' + ('' if r == 224 else f'_{r}'): (f'maxvit_{s}_tf_{r}', r)
        for s in ('tiny', 'small', 'base') for r in (224, 384, 512)},
-    **{f'zoo_davit_{s}': (f'davit_{s}', 224) for s in ('tiny', 'small', 'base')},
-    **{f'zoo_convit_{s}': (f'convit_{s}', 224) for s in ('tiny', 'small', 'base')},
+    **{f'zoo_davit_{s}': (f'davit_{s}', 224) for s in ('tiny', 'small', 'base', 'large', 'huge', 'giant')},
+    **{f'zoo_convit_{s}{p}': (f'convit_{s}', 224) for p in ('', '_plus') for s in ('tiny', 'small', 'base')},
 }
-HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512'}  # > 30 GMACs at native size
+# timm has no ConViT+ entry: its convit_* at the "+" width is the twin (timm's embed_dim is per head: 48 -> 64)
+TIMM_KWARGS = {f'zoo_convit_{s}_plus': dict(embed_dim=64) for s in ('tiny', 'small', 'base')}
+# the large DaViTs (197M-1.4B params) are compared at one dual block per stage, for both models: every stage's
+# widths, heads and blocks are the full config's
+SHRUNK = {f'zoo_davit_{s}': dict(depths=(1, 1, 1, 1)) for s in ('large', 'huge', 'giant')}
+# > 30 GMACs at native size, or > 100M params (DaViT-H / G shrunk, ConViT-B+): over 20 s on 2 cores
+HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512', 'zoo_convit_base_plus',
+         'zoo_davit_huge', 'zoo_davit_giant'}
 
 
 def davit_official_layout(sd):
@@ -60,8 +67,9 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     kernels, each within PyTorch's own error of float64, put zoo's MaxViT-B at 1.5-5.3e-4 depending on the form
     and the thread count (up to 2.9x timm's). The kernels' own precision is held by tests/test_native.py."""
     timm_name, size = TIMM_TWINS[name]
+    shrunk = SHRUNK.get(name, {})
     torch.manual_seed(0)
-    ref = timm.create_model(timm_name).eval()
+    ref = timm.create_model(timm_name, **TIMM_KWARGS.get(name, {}), **shrunk).eval()
     sd = ref.state_dict()
     x = torch.randn(1, 3, size, size)
     expected32 = ref(x).double()
@@ -69,7 +77,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     bar = max(1e-4, 4 * (expected32 - expected).abs().max().item())
     del ref
     # timm's layout through the family's checkpoint filter, strict
-    model = timm.create_model(name).eval()
+    model = timm.create_model(name, **shrunk).eval()
     model.load_state_dict(check_fit(family_filter(model)(unwrap(sd), model), model), strict=True)
     assert (model(x).double() - expected).abs().max().item() <= bar
     assert (model.double()(x.double()) - expected).abs().max().item() <= 1e-9
@@ -78,7 +86,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     path = tmp_path / f'{name}.pth'
     torch.save(authors_layout(name, sd), path)
     del sd
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **shrunk).eval()
     assert (model(x).double() - expected).abs().max().item() <= bar
 
 

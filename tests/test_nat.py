@@ -284,3 +284,106 @@ def test_wrong_variant_checkpoint_is_a_clear_error(tmp_path):
     torch.save({'model': fixture['model']}, path)
     with pytest.raises(ValueError, match='does not fit'):
         timm.create_model('zoo_nat_mini', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+
+
+# --- DiNAT_s: the Swin host with (dilated) neighborhood attention ----------------------------------------
+DINAT_S_TINY = dict(num_classes=10, embed_dim=8, num_heads=(1, 2, 2, 4), kernel_size=3,
+                    dilations=((1, 4), (1, 2), (1, 2, 1), (1,)))
+
+
+def _dinat_s_authors_layout(model):
+    """zoo DiNAT_s weights in the authors' dinats.py names: the official Swin layout (patch_embed, layers.N with
+    the patch merging at the end of a level, attn.rpb, plain head)."""
+    from zoo.models._convert import rename
+    return {'model': rename(model.state_dict(), [
+        (r'^stem\.', 'patch_embed.'),
+        (r'^stages\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) - 1}.downsample'),
+        (r'^stages\.', 'layers.'),
+        (r'^head\.fc\.', 'head.'),
+    ])}
+
+
+@torch.no_grad()
+def test_dinat_s_blocks_are_the_authors_nat_layer(tmp_path):
+    """DiNAT_s's block (Swin host block + HostNeighborhoodAttention) computes what NATBlock computes on the same
+    weights (NATBlock is held to the authors' code by the fixture above; the authors' dinats.py layer is nat.py's
+    without layer scale), every block has the authors' dilation, and the authors' key layout loads strictly."""
+    from zoo.models.nat import HostNeighborhoodAttention, NATBlock
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_dinat_s_tiny', img_size=64, **DINAT_S_TINY).eval()
+    assert [[b.attn.dilation[0] for b in s.blocks] for s in model.stages] == [[1, 4], [1, 2], [1, 2, 1], [1]]
+    assert all(isinstance(b.attn, HostNeighborhoodAttention) and b.attn.kernel_size == (3, 3)
+               for s in model.stages for b in s.blocks)
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.1)
+    block = model.stages[0].blocks[1]
+    reference = NATBlock(8, 1, kernel_size=3, dilation=4, mlp_ratio=4.).eval()
+    reference.load_state_dict(block.state_dict(), strict=True)
+    x = torch.randn(2, 13, 11, 8)
+    torch.testing.assert_close(block(x), reference(x), atol=1e-6, rtol=0)
+
+    path = tmp_path / 'dinat_s.pth'
+    torch.save(_dinat_s_authors_layout(model), path)
+    loaded = timm.create_model('zoo_dinat_s_tiny', pretrained=True, img_size=64, **DINAT_S_TINY,
+                               pretrained_cfg_overlay=dict(file=str(path), num_classes=10)).eval()
+    image = torch.randn(1, 3, 70, 52)  # not a multiple of the patch or of the merging: padded inside
+    torch.testing.assert_close(loaded(image), model(image), atol=0, rtol=0)
+    feats = loaded.forward_intermediates(image, intermediates_only=True)
+    assert [f.shape[1:] for f in feats] == [(8, 18, 13), (16, 9, 7), (32, 5, 4), (64, 3, 2)]
+
+
+def test_dinat_s_384_dilations_and_tokens_path():
+    """The 384 model's dilations are the authors' (13 / 6 / 3 / 1); on the DeiT host's token path the mixer
+    equals its map path."""
+    from zoo.models.nat import DINAT_S_VARIANTS, HostNeighborhoodAttention
+    assert DINAT_S_VARIANTS['zoo_dinat_s_large_384']['dilations'] == ((1, 13), (1, 6), (1, 3) * 9, (1, 1))
+    mixer = HostNeighborhoodAttention(16, 2, kernel_size=3, dilation=2).eval()
+    x = torch.randn(2, 9, 7, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(mixer(x.flatten(1, 2), (9, 7)), mixer(x).flatten(1, 2))
+    with pytest.raises(ValueError, match='patch tokens only'):
+        HostNeighborhoodAttention(16, 2, num_prefix_tokens=1)
+
+
+# --- isotropic NAT / DiNAT: the DeiT host with neighborhood attention ---------------------------------------
+def _layer_norm(sd, prefix, x):
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], sd[prefix + '.weight'], sd[prefix + '.bias'])
+
+
+@torch.no_grad()
+def test_isotropic_matches_authors_forward_on_their_layout(tmp_path):
+    """NAT-iso / DiNAT-iso as the authors' isotropic.py computes them, re-composed from NATBlock (held to the
+    authors' code by the fixture above): 16x16 patch conv -> LayerNorm -> blocks (dilation 1 / 2 alternating) ->
+    LayerNorm -> mean -> head, on weights saved in the authors' names (patch_embed, layers.N, head) and loaded
+    strictly through the filter."""
+    from zoo.models.nat import NATBlock
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=16, depth=3, num_heads=2, kernel_size=3, num_classes=10)
+    model = timm.create_model('zoo_dinat_isotropic_small', **kwargs).eval()
+    assert [b.attn.dilation[0] for b in model.blocks] == [1, 2, 1]
+    assert model.cls_token is None and model.pos_embed is None and not model.has_class_token
+    assert {'blocks.0.attn.rpb', 'stem.proj.weight'} & model.no_weight_decay() == {'blocks.0.attn.rpb'}
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.1)
+    authors = {}
+    for k, v in model.state_dict().items():
+        for a, b in (('stem.', 'patch_embed.'), ('blocks.', 'layers.'), ('head.fc.', 'head.')):
+            if k.startswith(a):
+                k = b + k[len(a):]
+        authors[k] = v
+    path = tmp_path / 'dinat_iso.pth'
+    torch.save({'model': authors}, path)
+    loaded = timm.create_model('zoo_dinat_isotropic_small', pretrained=True, **kwargs,
+                               pretrained_cfg_overlay=dict(file=str(path), num_classes=10)).eval()
+
+    x = torch.randn(2, 3, 160, 128)  # a 10 x 8 patch grid
+    y = _layer_norm(authors, 'patch_embed.norm', torch.nn.functional.conv2d(
+        x, authors['patch_embed.proj.weight'], authors['patch_embed.proj.bias'], stride=16).permute(0, 2, 3, 1))
+    for i, dilation in enumerate((1, 2, 1)):
+        block = NATBlock(16, 2, kernel_size=3, dilation=dilation, mlp_ratio=4.).eval()
+        block.load_state_dict({k[len(f'layers.{i}.'):]: v for k, v in authors.items() if k.startswith(f'layers.{i}.')})
+        y = block(y)
+    logits = _layer_norm(authors, 'norm', y).mean((1, 2)) @ authors['head.weight'].T + authors['head.bias']
+    torch.testing.assert_close(loaded(x), logits, atol=1e-5, rtol=0)
+    feats = loaded.forward_intermediates(torch.randn(1, 3, 70, 50), indices=[0, 2], intermediates_only=True)
+    assert [f.shape for f in feats] == [(1, 16, 5, 4)] * 2

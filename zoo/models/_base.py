@@ -24,8 +24,9 @@ from ..layers._cache import eager_inference
 
 __all__ = ['Backbone', 'Stage', 'take_indices']
 
-# parameters that are positions/tokens rather than weights: the papers train them without weight decay
-NO_WEIGHT_DECAY = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token')
+# parameters that are positions/tokens rather than weights: the papers train them without weight decay (`rpb`:
+# neighborhood attention's bias, in NAT and in the Swin / DeiT hosts' NA configurations)
+NO_WEIGHT_DECAY = ('relative_position_bias_table', 'absolute_pos_embed', 'pos_embed', 'cls_token', 'rpb')
 
 
 def take_indices(num_stages: int, indices: Optional[Union[int, Sequence[int]]]) -> Tuple[List[int], int]:

@@ -126,6 +126,11 @@ default_cfgs = generate_default_cfgs(licensed('unspecified', {
     'zoo_agent_cswin_base.in1k': cfg(_URL.format('c8035b0839b2410c8c9f')),
     'zoo_agent_cswin_base_384.in1k': cfg(_URL.format('1239be0df44b47719432'), input_size=(3, 384, 384),
                                          pool_size=(12, 12), crop_pct=1.0),
+    # their yamls keep TEST.CROP (resize to 256/224 x size, centre crop), unlike the Swin / CSWin ones above
+    'zoo_agent_pvt_medium_256.in1k': cfg(_URL.format('654df734121643b19c52'), input_size=(3, 256, 256),
+                                         pool_size=(8, 8), crop_pct=.875),
+    'zoo_agent_deit_small_448.in1k': cfg(_URL.format('a228f86241c445f1969b'), input_size=(3, 448, 448),
+                                         pool_size=None, crop_pct=.875),
 }))
 
 # the authors' cfgs/agent_swin_*.yaml (HYBRID_SWIN_SIZES), agents 9-16-49-49
@@ -144,6 +149,7 @@ register_variants(_create_swin, AGENT_SWIN_VARIANTS, __name__)
 # no spatial reduction), no final norm
 _PVT = dict(embed_dim=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), agent_num=(9, 16, 49, 49))
 AGENT_PVT_VARIANTS = {f'zoo_agent_pvt_{size}': dict(_PVT, **args) for size, args in pvt.PVT_SIZES.items()}
+AGENT_PVT_VARIANTS['zoo_agent_pvt_medium_256'] = dict(AGENT_PVT_VARIANTS['zoo_agent_pvt_medium'], img_size=256)
 register_variants(_create_pvt, AGENT_PVT_VARIANTS, __name__)
 
 # the authors' models/agent_deit.py + cfgs/agent_deit_*.yaml: DeiT widths; agents 49 (T, S) or 81 (B); B keeps
@@ -152,6 +158,8 @@ AGENT_DEIT_VARIANTS = {
     'zoo_agent_deit_tiny': dict(embed_dim=192, num_heads=3, agent_num=49, drop_path_rate=0.0),
     'zoo_agent_deit_small': dict(embed_dim=384, num_heads=6, agent_num=49, drop_path_rate=0.1),
     'zoo_agent_deit_base': dict(embed_dim=768, num_heads=12, agent_num=81, agent_blocks=4, drop_path_rate=0.3),
+    # cfgs/agent_deit_s_448.yaml sets no drop path: config.py's default 0.1
+    'zoo_agent_deit_small_448': dict(embed_dim=384, num_heads=6, agent_num=49, img_size=448, drop_path_rate=0.1),
 }
 register_variants(_create_deit, AGENT_DEIT_VARIANTS, __name__)
 

@@ -85,15 +85,19 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://dl.fbaipublicfiles.com/convit/'
+_CFG = dict(pool_size=None, crop_pct=.875, interpolation='bicubic', first_conv='stem.proj', classifier='head.fc')
 default_cfgs = generate_default_cfgs(licensed('apache-2.0', {
-    f'zoo_convit_{size}.fb_in1k': cfg(_URL + f'convit_{size}.pth', pool_size=None, crop_pct=.875,
-                                      interpolation='bicubic', first_conv='stem.proj', classifier='head.fc')
-    for size in ('tiny', 'small', 'base')
+    **{f'zoo_convit_{size}.fb_in1k': cfg(_URL + f'convit_{size}.pth', **_CFG) for size in ('tiny', 'small', 'base')},
+    # the wider "+" models: the paper reports them, the authors released no weights (their main.py builds them
+    # with --embed_dim 64), timm has no `convit_*_plus`
+    **{f'zoo_convit_{size}_plus.fb_in1k': cfg('', **_CFG) for size in ('tiny', 'small', 'base')},
 }))
 
-# variants as data: the paper's Table 1 (heads; width = 48 x heads; 10 GPSA blocks then 2 MHSA blocks)
+# variants as data: the paper's Table 1 (heads; width = 48 x heads, the "+" models 64 x heads; 10 GPSA blocks then
+# 2 MHSA blocks)
 CONVIT_VARIANTS = {
-    f'zoo_convit_{size}': dict(embed_dim=48 * heads, num_heads=heads, depth=12, local_up_to_layer=10)
+    f'zoo_convit_{size}{plus}': dict(embed_dim=head_dim * heads, num_heads=heads, depth=12, local_up_to_layer=10)
+    for plus, head_dim in (('', 48), ('_plus', 64))
     for size, heads in (('tiny', 4), ('small', 9), ('base', 16))
 }
 

@@ -154,6 +154,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://connecthkuhk-my.sharepoint.com/:u:/g/personal/u3007305_connect_hku_hk/'
+_UNRELEASED = dict(crop_pct=1.0, first_conv='stem.conv')
 default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_davit_tiny.msft_in1k': cfg(_URL + 'EcJYlVYP9y5FsDbMP-nwjtABgLmdrNGZBxgR5--Kg3MZ7Q?e=v9OrXB',
                                     crop_pct=.95, first_conv='stem.conv'),
@@ -161,6 +162,12 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
                                      crop_pct=.95, first_conv='stem.conv'),
     'zoo_davit_base.msft_in1k': cfg(_URL + 'Ea8kCpdM949CvTM0w7DWbGwBxxiACMSik4zx-emrNY0uKQ?e=aEjC7u',
                                     crop_pct=.95, first_conv='stem.conv'),
+    # the paper's large models (L: IN-22K, fine-tuned at 384; H / G: 1.5B private images, fine-tuned at 512) have
+    # no released weights, neither from the authors nor in timm (`davit_large/huge/giant` carry no tag); the tags
+    # name the reported models
+    'zoo_davit_large.in22k_ft_in1k': cfg('', input_size=(3, 384, 384), pool_size=(12, 12), **_UNRELEASED),
+    'zoo_davit_huge.ft_in1k': cfg('', input_size=(3, 512, 512), pool_size=(16, 16), **_UNRELEASED),
+    'zoo_davit_giant.ft_in1k': cfg('', input_size=(3, 512, 512), pool_size=(16, 16), **_UNRELEASED),
 }))
 
 # variants as data: the paper's Table 1 (dual-block depths, widths, heads = channel groups)
@@ -168,6 +175,9 @@ DAVIT_VARIANTS = {
     'zoo_davit_tiny': dict(embed_dim=(96, 192, 384, 768), depths=(1, 1, 3, 1), num_heads=(3, 6, 12, 24)),
     'zoo_davit_small': dict(embed_dim=(96, 192, 384, 768), depths=(1, 1, 9, 1), num_heads=(3, 6, 12, 24)),
     'zoo_davit_base': dict(embed_dim=(128, 256, 512, 1024), depths=(1, 1, 9, 1), num_heads=(4, 8, 16, 32)),
+    'zoo_davit_large': dict(embed_dim=(192, 384, 768, 1536), depths=(1, 1, 9, 1), num_heads=(6, 12, 24, 48)),
+    'zoo_davit_huge': dict(embed_dim=(256, 512, 1024, 2048), depths=(1, 1, 9, 1), num_heads=(8, 16, 32, 64)),
+    'zoo_davit_giant': dict(embed_dim=(384, 768, 1536, 3072), depths=(1, 1, 12, 3), num_heads=(12, 24, 48, 96)),
 }
 
 register_variants(_create, DAVIT_VARIANTS, __name__)

@@ -70,9 +70,11 @@ class TokenHead(nn.Module):
     mean / max / mean + max ('avg', 'max', 'avgmax'), or not at all (''); `reset` like timm's heads."""
     pool_types = ('', 'token', 'avg', 'max', 'avgmax')
 
-    def __init__(self, in_features: int, num_classes: int, pool_type: str = 'token', drop_rate: float = 0.):
+    def __init__(self, in_features: int, num_classes: int, pool_type: str = 'token', drop_rate: float = 0.,
+                 num_prefix_tokens: int = 1):
         super().__init__()
         self.in_features = self.num_features = in_features
+        self.num_prefix_tokens = num_prefix_tokens
         self.pool_type = self._checked(pool_type)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -93,7 +95,7 @@ class TokenHead(nn.Module):
         self.fc = nn.Linear(self.in_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(global_pool_nlc(x, self.pool_type, num_prefix_tokens=1))
+        x = self.drop(global_pool_nlc(x, self.pool_type, num_prefix_tokens=self.num_prefix_tokens))
         return x if pre_logits else self.fc(x)
 
 
@@ -101,7 +103,6 @@ class DeiT(Backbone):
     output_fmt = 'NLC'
     feature_levels = 'blocks'
     norm_fits_every_level = True
-    has_class_token = True
     intermediate_fmts = ('NCHW', 'NHWC', 'NLC')
 
     def __init__(
@@ -126,6 +127,9 @@ class DeiT(Backbone):
             mixer_args: Optional[Sequence[Dict]] = None,
             cls_token_at: int = 0,
             no_embed_class: bool = False,
+            class_token: bool = True,
+            pos_embed: str = 'learn',
+            patch_norm: bool = False,
     ):
         """
         Args:
@@ -137,8 +141,13 @@ class DeiT(Backbone):
                 only and their mixers are built with num_prefix_tokens=0 (ConViT: after the GPSA blocks).
             no_embed_class: the position embedding covers the patch tokens only, (1, H * W, C); required when
                 the class token joins after block 0.
+            class_token, pos_embed ('learn' or 'none'): timm ViT's switches; without either (the isotropic NAT /
+                DiNAT) the blocks see patch tokens only, and any input size needs nothing resampled.
+            patch_norm: a norm_layer after the patch projection (the isotropic NAT / DiNAT).
         """
         super().__init__()
+        if pos_embed not in ('learn', 'none'):
+            raise ValueError(f"pos_embed must be 'learn' or 'none', got {pos_embed!r}")
         if cls_token_at and not no_embed_class:
             raise ValueError('a class token inserted after the first block has no position embedding: '
                              'set no_embed_class=True')
@@ -148,17 +157,18 @@ class DeiT(Backbone):
         self.patch_size = patch_size
         self.min_input_size = (patch_size, patch_size)
         self.num_features = self.embed_dim = embed_dim
-        self.num_prefix_tokens = 1
+        self.has_class_token = class_token
+        self.num_prefix_tokens = 1 if class_token else 0
         self.cls_token_at = cls_token_at
         self.no_embed_class = no_embed_class
         self.grid_size = self._grid(self.img_size)
         mixer_args = mixer_args or [{}] * depth
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
 
-        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=None)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=norm_layer if patch_norm else None)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         num_pos = self._pos_prefix + self.grid_size[0] * self.grid_size[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_pos, embed_dim)) if pos_embed == 'learn' else None
         self.pos_drop = nn.Dropout(drop_rate if pos_drop_rate is None else pos_drop_rate)
         blocks = []
         for i in range(depth):
@@ -169,9 +179,10 @@ class DeiT(Backbone):
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.norm = norm_layer(embed_dim)
-        self.head = TokenHead(embed_dim, num_classes, global_pool, drop_rate)
-        trunc_normal_(self.pos_embed, std=.02)
-        trunc_normal_(self.cls_token, std=.02)
+        self.head = TokenHead(embed_dim, num_classes, global_pool, drop_rate, self.num_prefix_tokens)
+        for p in (self.pos_embed, self.cls_token):
+            if p is not None:
+                trunc_normal_(p, std=.02)
         self.apply(init_linears_)
 
     def _grid(self, img_size: Tuple[int, int]) -> Tuple[int, int]:
@@ -189,10 +200,11 @@ class DeiT(Backbone):
     def _resize(self) -> None:
         """Position embedding and mixer position terms are resampled to `self.img_size`'s patch grid."""
         grid = self._grid(self.img_size)
-        with torch.no_grad():
-            pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size),
-                                         num_prefix_tokens=self._pos_prefix)
-        self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
+        if self.pos_embed is not None:
+            with torch.no_grad():
+                pos = resample_abs_pos_embed(self.pos_embed, list(grid), list(self.grid_size),
+                                             num_prefix_tokens=self._pos_prefix)
+            self.pos_embed = nn.Parameter(pos, requires_grad=self.pos_embed.requires_grad)
         self.grid_size = grid
         for block in self.blocks:
             if hasattr(block.attn, 'set_window_size'):
@@ -200,6 +212,8 @@ class DeiT(Backbone):
 
     # -- forward ---------------------------------------------------------------------------------
     def _with_class_token(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cls_token is None:
+            return x
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
 
     def _begin(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -209,12 +223,12 @@ class DeiT(Backbone):
         B, H, W, C = x.shape
         x = x.reshape(B, H * W, C)
         pos = self.pos_embed
-        if (H, W) != self.grid_size:
+        if pos is not None and (H, W) != self.grid_size:
             pos = resample_abs_pos_embed(pos, [H, W], list(self.grid_size), num_prefix_tokens=self._pos_prefix)
-        if not self.no_embed_class:
+        if pos is not None and not self.no_embed_class:
             x = self._with_class_token(x) + pos
         else:
-            x = x + pos
+            x = x if pos is None else x + pos
             if self.cls_token_at == 0:
                 x = self._with_class_token(x)
         return self.pos_drop(x), (H, W)

@@ -11,10 +11,17 @@ the authors' exact small-map behaviour (pad to kernel * dilation), see Neighborh
 
 Checkpoints: the authors' release (SHI-Labs/Neighborhood-Attention-Transformer, `{'model': ...}` or a bare state
 dict with `patch_embed.`, `levels.`, `gamma1`, `rpb` keys) loads with strict=True through the filter below.
+
+The authors' other classification models are configurations of the zoo's hosts with the same attention
+(`HostNeighborhoodAttention`): DiNAT_s (`zoo_dinat_s_*`, dinats.py) is the Swin host (patch 4 stem, Swin's patch
+merging) with (dilated) NA in every block, and loads through Swin's filter (the authors kept the official Swin
+layout); NAT-iso / DiNAT-iso (`zoo_{nat,dinat}_isotropic_*`, isotropic.py) are the DeiT host (patch 16) without
+class token or position embedding, with a patch norm and average pooling. Their ViT-rpb baseline (global attention
+with a position bias fixed to the 14 x 14 grid) is not registered.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -23,12 +30,14 @@ from timm.models import generate_default_cfgs
 
 from ..layers import Mlp
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
-from ._base import NO_WEIGHT_DECAY, Stage
+from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
+from . import deit, swin
 from ._hosts import MapHost, stage_widths
+from .swin import Swin
 
-__all__ = ['NAT', 'NATBlock']
+__all__ = ['NAT', 'NATBlock', 'HostNeighborhoodAttention']
 
 
 class ConvTokenizer(nn.Module):
@@ -83,8 +92,30 @@ class NATBlock(nn.Module):
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
+class HostNeighborhoodAttention(NeighborhoodAttention2D):
+    """NeighborhoodAttention2D (relative position bias on) with the Swin and DeiT hosts' mixer signature, so
+    DiNAT_s (Swin host) and the isotropic NAT / DiNAT (DeiT host) are those hosts with this mixer. The window /
+    shift / grid the hosts pass are not needed: every token's neighborhood is its own, at any map size. On the DeiT
+    host it takes (B, H * W, C) tokens and the grid and attends on the (B, H, W, C) map."""
+
+    def __init__(self, dim: int, num_heads: int, window_size=None, shift_size=None, qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., num_prefix_tokens: int = 0, kernel_size: int = 7,
+                 dilation: int = 1, small_map: str = 'clip'):
+        if num_prefix_tokens:
+            raise ValueError('neighborhood attention takes patch tokens only (no class token)')
+        super().__init__(dim, num_heads, kernel_size, dilation, qkv_bias=qkv_bias, rel_pos_bias=True,
+                         attn_drop=attn_drop, proj_drop=proj_drop, small_map=small_map)
+
+    def set_window_size(self, *args) -> None:
+        """The hosts' resize hook: nothing depends on the map size."""
+
+    def forward(self, x: torch.Tensor, feat_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        if x.ndim == 3:  # DeiT host tokens
+            return super().forward(x.reshape(x.shape[0], *feat_size, x.shape[2])).flatten(1, 2)
+        return super().forward(x)
+
+
 class NAT(MapHost):
-    no_weight_decay_names = NO_WEIGHT_DECAY + ('rpb',)
 
     def __init__(
             self,
@@ -162,6 +193,40 @@ def _dinat_dilations(s1: int, s2: int, s3: int, depth3: int = 18):
     return [[1, s1, 1], [1, s2, 1, s2], [1, s3] * (depth3 // 2), [1] * 5]
 
 
+def _create_dinat_s(variant: str, pretrained: bool = False, kernel_size: int = 7,
+                    dilations: Sequence[Sequence[int]] = ((1, 8), (1, 4), (1, 2) * 3, (1, 1)), **kwargs):
+    """DiNAT_s (the authors' dinats.py): the Swin host (patch 4 + LayerNorm stem, Swin's patch merging, mlp 4)
+    with (dilated) neighborhood attention in every block, one dilation per block. The authors' layout is the
+    official Swin one (layers.N.downsample at the end of a level, plain head), so Swin's filter loads it."""
+    mixer_args = [[dict(mixer_layer=HostNeighborhoodAttention, kernel_size=kernel_size, dilation=d) for d in stage]
+                  for stage in dilations]
+    return build_model(Swin, variant, pretrained, num_stages=len(dilations),
+                       checkpoint_filter=swin.checkpoint_filter_fn, depths=tuple(len(d) for d in dilations),
+                       mixer_args=mixer_args, **kwargs)
+
+
+def isotropic_checkpoint_filter(state_dict, model):
+    """The authors' isotropic release (classification/isotropic.py: patch_embed, layers.N, plain head) -> zoo's
+    DeiT host layout; zoo checkpoints pass through."""
+    return rename(state_dict, [
+        (r'^patch_embed\.', 'stem.'),
+        (r'^layers\.', 'blocks.'),
+        (r'^head\.(weight|bias)$', r'head.fc.\1'),
+    ])
+
+
+def _create_isotropic(variant: str, pretrained: bool = False, depth: int = 12, kernel_size: int = 7,
+                      dilation: int = 1, **kwargs):
+    """NAT-iso / DiNAT-iso (the authors' isotropic.py): the DeiT host (patch 16) without class token or position
+    embedding, LayerNorm after the patch projection, neighborhood attention in every block (odd blocks dilated
+    by `dilation`), average pooling."""
+    mixer_args = [dict(kernel_size=kernel_size, dilation=1 if i % 2 == 0 else dilation) for i in range(depth)]
+    kwargs.setdefault('out_indices', (2, 5, 8, 11))
+    return build_model(deit.DeiT, variant, pretrained, num_stages=depth, checkpoint_filter=isotropic_checkpoint_filter,
+                       depth=depth, mixer_layer=HostNeighborhoodAttention, mixer_args=mixer_args, class_token=False,
+                       pos_embed='none', patch_norm=True, global_pool='avg', norm_layer=nn.LayerNorm, **kwargs)
+
+
 _NAT_URL = 'https://shi-labs.com/projects/nat/checkpoints/CLS/'
 _DINAT_URL = 'https://shi-labs.com/projects/dinat/checkpoints/'
 _384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
@@ -188,6 +253,14 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
                                        first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
     'zoo_dinat_large_in22k_11x11.in22k': cfg(_DINAT_URL + 'imagenet22k/dinat_large_in22k_224_11x11interp.pth',
                                              first_conv='stem.proj.0', num_classes=21841, crop_pct=.875),
+    # DiNAT_s: the file names of classification/DiNAT.md's table (dinats.py names them *_in1k_*: manifest mirror)
+    **{f'zoo_dinat_s_{size}.in1k': cfg(_DINAT_URL + f'imagenet1k/dinat_s_{size}_1k_224.pth', crop_pct=.875)
+       for size in ('tiny', 'small', 'base')},
+    'zoo_dinat_s_large.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_1k_224.pth', crop_pct=.875),
+    'zoo_dinat_s_large_384.in22k_ft_in1k': cfg(_DINAT_URL + 'imagenet1k/dinat_s_large_1k_384.pth', **_384),
+    **{f'zoo_{kind}_isotropic_{size}.in1k': cfg(_DINAT_URL + f'isotropic/{kind}_isotropic_{size}_in1k_224.pth',
+                                                pool_size=None, crop_pct=.875)
+       for kind in ('nat', 'dinat') for size in ('small', 'base')},
 }))
 
 # variants as data: the authors' classification/nat.py and dinat.py
@@ -216,3 +289,26 @@ NAT_VARIANTS = {
 }
 
 register_variants(_create, NAT_VARIANTS, __name__)
+
+# the authors' classification/dinats.py: Swin-T/S/B/L widths and depths; dilations 8 / 4 / 2 / 1 (224) or
+# 13 / 6 / 3 / 1 (384) on every other block
+_S_DEEP = ((1, 8), (1, 4), (1, 2) * 9, (1, 1))
+DINAT_S_VARIANTS = {
+    'zoo_dinat_s_tiny': dict(embed_dim=96, num_heads=(3, 6, 12, 24), dilations=((1, 8), (1, 4), (1, 2) * 3, (1, 1)),
+                             drop_path_rate=0.2),
+    'zoo_dinat_s_small': dict(embed_dim=96, num_heads=(3, 6, 12, 24), dilations=_S_DEEP, drop_path_rate=0.3),
+    'zoo_dinat_s_base': dict(embed_dim=128, num_heads=(4, 8, 16, 32), dilations=_S_DEEP, drop_path_rate=0.5),
+    'zoo_dinat_s_large': dict(embed_dim=192, num_heads=(6, 12, 24, 48), dilations=_S_DEEP, drop_path_rate=0.35),
+    'zoo_dinat_s_large_384': dict(embed_dim=192, num_heads=(6, 12, 24, 48), img_size=384, drop_path_rate=0.35,
+                                  dilations=((1, 13), (1, 6), (1, 3) * 9, (1, 1))),
+}
+register_variants(_create_dinat_s, DINAT_S_VARIANTS, __name__)
+
+# the authors' classification/isotropic.py: ViT-S / ViT-B widths (heads 12 / 24), depth 12, 7x7 kernels; DiNAT-iso
+# dilates every other block by 2
+ISOTROPIC_VARIANTS = {
+    f'zoo_{kind}_isotropic_{size}': dict(embed_dim=dim, num_heads=heads, dilation=dilation, drop_path_rate=dpr)
+    for kind, dilation in (('nat', 1), ('dinat', 2))
+    for size, dim, heads, dpr in (('small', 384, 12, 0.1), ('base', 768, 24, 0.4))
+}
+register_variants(_create_isotropic, ISOTROPIC_VARIANTS, __name__)
