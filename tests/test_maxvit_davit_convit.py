@@ -17,11 +17,17 @@ from zoo.models._convert import unwrap
 # zoo name -> (timm model of the same config, native resolution)
 TIMM_TWINS = {
     **{f'zoo_maxvit_{s}' + ('' if r == 224 else f'_{r}'): (f'maxvit_{s}_tf_{r}', r)
-       for s in ('tiny', 'small', 'base') for r in (224, 384, 512)},
+       for s in ('tiny', 'small', 'base', 'large', 'xlarge') for r in (224, 384, 512)},
     **{f'zoo_davit_{s}': (f'davit_{s}', 224) for s in ('tiny', 'small', 'base')},
     **{f'zoo_convit_{s}': (f'convit_{s}', 224) for s in ('tiny', 'small', 'base')},
 }
-HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512'}  # > 30 GMACs at native size
+# hundreds of M params and 100-535 GMACs at native size: compared on one block per stage of the same config
+# (built in both with depths=(1, 1, 1, 1)), at full width and native resolution; 24-90 s each on 2 shared cores,
+# so only XL at 224 (the widest) runs by default
+DEPTH_REDUCED = {'zoo_maxvit_large_384', 'zoo_maxvit_large_512', 'zoo_maxvit_xlarge', 'zoo_maxvit_xlarge_384',
+                 'zoo_maxvit_xlarge_512'}
+HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512', 'zoo_maxvit_large',  # > 30 GMACs
+         *(DEPTH_REDUCED - {'zoo_maxvit_xlarge'})}
 
 
 def davit_official_layout(sd):
@@ -49,7 +55,13 @@ def authors_layout(name, sd):
     return dict(sd)  # convit: official names equal timm's; maxvit: the converted TF release is timm's layout
 
 
-@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TIMM_TWINS])
+def _twin_params():
+    for name in TIMM_TWINS:
+        marks = [pytest.mark.slow] if name in HEAVY else []
+        yield pytest.param(name, marks=marks, id=name + ('-depth1' if name in DEPTH_REDUCED else ''))
+
+
+@pytest.mark.parametrize('name', _twin_params())
 @torch.no_grad()
 def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     """The same function as timm's model: equal to 1e-9 in float64. In float32 the logits may differ from timm's
@@ -60,8 +72,9 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     kernels, each within PyTorch's own error of float64, put zoo's MaxViT-B at 1.5-5.3e-4 depending on the form
     and the thread count (up to 2.9x timm's). The kernels' own precision is held by tests/test_native.py."""
     timm_name, size = TIMM_TWINS[name]
+    config = dict(depths=(1, 1, 1, 1)) if name in DEPTH_REDUCED else {}
     torch.manual_seed(0)
-    ref = timm.create_model(timm_name).eval()
+    ref = timm.create_model(timm_name, **config).eval()
     sd = ref.state_dict()
     x = torch.randn(1, 3, size, size)
     expected32 = ref(x).double()
@@ -69,7 +82,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     bar = max(1e-4, 4 * (expected32 - expected).abs().max().item())
     del ref
     # timm's layout through the family's checkpoint filter, strict
-    model = timm.create_model(name).eval()
+    model = timm.create_model(name, **config).eval()
     module = __import__(type(model).__module__, fromlist=['checkpoint_filter_fn'])
     model.load_state_dict(check_fit(module.checkpoint_filter_fn(unwrap(sd), model), model), strict=True)
     assert (model(x).double() - expected).abs().max().item() <= bar
@@ -79,7 +92,7 @@ def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     path = tmp_path / f'{name}.pth'
     torch.save(authors_layout(name, sd), path)
     del sd
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **config).eval()
     assert (model(x).double() - expected).abs().max().item() <= bar
 
 
@@ -164,6 +177,21 @@ def test_maxvit_new_resolution_resamples_tables(tmp_path):
     other.set_input_size(img_size=256)
     x = torch.randn(1, 3, 256, 256)
     torch.testing.assert_close(other(x), model(x))
+
+
+@torch.no_grad()
+def test_maxvit_in21k_tag_loads_the_21843_class_head(tmp_path):
+    """The ImageNet-21K tags (L / XL at 224) build timm's 21843-class head and load its checkpoint strictly."""
+    torch.manual_seed(0)
+    ref = timm.create_model('maxvit_xlarge_tf_224', embed_dim=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16,
+                            head_hidden_size=64, num_classes=21843).eval()
+    path = tmp_path / 'maxvit_in21k.pth'
+    torch.save(ref.state_dict(), path)
+    model = timm.create_model('zoo_maxvit_xlarge.in21k', pretrained=True, **SMALL_MAXVIT,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert model.num_classes == 21843 and model.pretrained_cfg['mean'] == (0.5, 0.5, 0.5)
+    x = torch.randn(1, 3, 224, 224)  # timm's MaxViT takes window multiples only
+    torch.testing.assert_close(model(x), ref(x), atol=1e-4, rtol=1e-4)
 
 
 # --- DaViT -------------------------------------------------------------------------------------------------
