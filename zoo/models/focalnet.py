@@ -2,7 +2,9 @@
 
 MetaFormer blocks (zoo.layers.metaformer) with focal modulation (zoo.layers.focal_modulation) as the token
 mixer, LayerNorm, on channels-last (B, H, W, C) maps; a 4x4 patchify stem and 2x2 stride-2 conv downsamples
-with LayerNorm (zoo.layers.downsample, odd sides zero-padded so any H, W works).
+with LayerNorm (zoo.layers.downsample, odd sides zero-padded so any H, W works). FocalNet-L/XL/H (ImageNet-22K)
+add overlapping convs (7x7 stem, 3x3 downsamples), post-norm branches and layer scale; the isotropic FocalNet-T/S/B
+are one stage of these blocks at stride 16 (`IsotropicFocalNet`, feature levels = blocks).
 Checkpoints: the official release (microsoft/FocalNet, linear layers, downsample at the end of a stage) and
 timm's `focalnet_*` (1x1 convs, downsample at the start of a stage) both load.
 """

@@ -208,12 +208,14 @@ def _in22k_cfgs():
                                       ('base', 224, _URL, '_22kto1k'), ('base', 384, _URL, '_22kto1k'),
                                       ('large', 224, _URL, None), ('large', 384, _URL, None)):
         name = f'zoo_swin_{size}' + ('' if res == 224 else f'_{res}')
-        release = url + f'swin_{size}_patch4_window{res // 32}_{res}'
+        release = url + f'swin_{size}_patch4_window{res // 32}_{res}'  # window 7 at 224, 12 at 384
         shape = dict(input_size=(3, res, res), pool_size=(res // 32, res // 32), crop_pct=.9 if res == 224 else 1.)
         if fine_tune:
             cfgs[f'{name}.ms_in22k_ft_in1k'] = cfg(release + fine_tune + '.pth', **shape)
         cfgs[f'{name}.ms_in22k'] = cfg(release + '_22k.pth', num_classes=21841, **shape)
     return cfgs
+
+
 default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth'),
     'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth'),
