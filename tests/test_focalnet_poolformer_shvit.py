@@ -36,6 +36,8 @@ def focalnet_official(sd):
         k = re.sub(r'^stem\.', 'patch_embed.', k)
         k = re.sub(r'^layers\.(\d+)\.downsample', lambda m: f'layers.{int(m.group(1)) - 1}.downsample', k)
         k = re.sub(r'^head\.fc\.', 'head.', k)
+        k = re.sub(r'\.norm(\d)_post\.', r'.norm\1.', k)  # L/XL/H: post-norms named norm1 / norm2 there
+        k = k.replace('.modulation.norm.', '.modulation.ln.')  # H: the norm inside the modulation
         if re.search(r'(modulation\.(f|proj)|mlp\.fc\d)\.weight$', k):
             v = v.flatten(1)
         out[k] = v
@@ -97,7 +99,8 @@ def shvit_fused(model):
 
 FAMILIES = {  # zoo name -> (timm name, zoo filter, authors' layout writer, native size)
     **{f'zoo_focalnet_{v}': (f'focalnet_{v}', focalnet_filter, focalnet_official, 224)
-       for v in ('tiny_srf', 'tiny_lrf', 'small_srf', 'small_lrf', 'base_srf', 'base_lrf')},
+       for v in ('tiny_srf', 'tiny_lrf', 'small_srf', 'small_lrf', 'base_srf', 'base_lrf',
+                 'large_fl3', 'large_fl4', 'xlarge_fl3', 'xlarge_fl4', 'huge_fl3', 'huge_fl4')},
     **{f'zoo_poolformer_{v}': (f'poolformer_{v}', poolformer_filter, poolformer_official, 224)
        for v in ('s12', 's24', 's36', 'm36', 'm48')},
     **{f'zoo_shvit_{v}': (f'shvit_{v}', shvit_filter, shvit_official, 256 if v == 's4' else 224)
@@ -123,12 +126,37 @@ def image(size, seed=0):
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize('name', list(FAMILIES))
+# FocalNet-L / XL / H (200-700 M params): one block per stage of the same config, built in both (timm's
+# entrypoints fix the depths: its FocalNet class with their arguments); the release's large_fl4 config normalises
+# the modulator, timm's focalnet_large_fl4 leaves it out: set here for the twin
+_TIMM_WIDE = dict(depths=(1, 1, 1, 1), use_post_norm=True, use_overlap_down=True, layerscale_value=1e-4)
+TIMM_REDUCED = {
+    'zoo_focalnet_large_fl3': dict(embed_dim=192, focal_levels=[3] * 4, focal_windows=[5] * 4),
+    'zoo_focalnet_large_fl4': dict(embed_dim=192, focal_levels=[4] * 4, normalize_modulator=True),
+    'zoo_focalnet_xlarge_fl3': dict(embed_dim=256, focal_levels=[3] * 4, focal_windows=[5] * 4),
+    'zoo_focalnet_xlarge_fl4': dict(embed_dim=256, focal_levels=[4] * 4),
+    'zoo_focalnet_huge_fl3': dict(embed_dim=352, focal_levels=[3] * 4, use_post_norm_in_modulation=True),
+    'zoo_focalnet_huge_fl4': dict(embed_dim=352, focal_levels=[4] * 4, use_post_norm_in_modulation=True),
+}
+
+
+def timm_twin(name, timm_name):
+    if name in TIMM_REDUCED:
+        from timm.models.focalnet import FocalNet as TimmFocalNet
+        return TimmFocalNet(**_TIMM_WIDE, **TIMM_REDUCED[name], num_classes=1000)
+    return timm.create_model(timm_name, num_classes=1000)
+
+
+@pytest.mark.parametrize('name', [pytest.param(n, id=n + ('-depth1' if n in TIMM_REDUCED else ''),
+                                             marks=[pytest.mark.slow] if 'huge' in n else [])  # 22-27 s
+                                for n in FAMILIES])
 @torch.no_grad()
 def test_exact_against_timm_and_authors_layout(name, tmp_path):
     timm_name, filter_fn, official, size = FAMILIES[name]
+    # the 22K tags' default is 21842 classes
+    config = dict(depths=_TIMM_WIDE['depths'], num_classes=1000) if name in TIMM_REDUCED else {}
     torch.manual_seed(0)
-    ref = randomize_(timm.create_model(timm_name, num_classes=1000).eval())
+    ref = randomize_(timm_twin(name, timm_name).eval())
     x = image(size)
     feat = ref.forward_features(x)
     expected = ref.forward_head(feat)
@@ -136,20 +164,45 @@ def test_exact_against_timm_and_authors_layout(name, tmp_path):
 
     # timm's layout, through the zoo filter (PoolFormer: timm's pooled-LayerNorm head, see poolformer.py)
     kwargs = dict(head_norm='pooled') if 'poolformer' in name else {}
-    model = timm.create_model(name, **kwargs).eval()
+    model = timm.create_model(name, **kwargs, **config).eval()
     model.load_state_dict(filter_fn(ref.state_dict(), model), strict=True)
     torch.testing.assert_close(model(x), expected, atol=ATOL, rtol=0)
 
     # the authors' layout, through timm's pretrained path with strict loading
     path = tmp_path / 'official.pth'
     torch.save({'model': official(ref.state_dict()), 'epoch': 299}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    # a 1000-class checkpoint under a 22K tag: say so, or timm drops the mismatched head
+    overlay = dict(file=str(path), num_classes=1000)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **config).eval()
     final, (last,) = model.forward_intermediates(x, indices=[-1])
     if 'poolformer' in name:  # the authors' head: GroupNorm(1) on the last map, then average, then linear
         torch.testing.assert_close(last, feat, atol=ATOL, rtol=0)
         norm, fc = ref.head.norm, ref.head.fc
         expected = fc(F.group_norm(feat, 1, norm.weight, norm.bias, norm.eps).mean((2, 3)))
     torch.testing.assert_close(model.forward_head(final), expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize('layer_scale_post_norm', [False, True])  # tiny / small_iso, base_iso
+@torch.no_grad()
+def test_isotropic_focalnet_is_the_release_one_stage_focalnet(layer_scale_post_norm, tmp_path):
+    """The release builds its isotropic FocalNets as a one-stage FocalNet (depths=[12], patch 16): its layout
+    loads strictly and equals the zoo's (timm-checked) hierarchical FocalNet of that config on the same weights;
+    features are the blocks' stride-16 maps."""
+    extra = dict(layer_scale_init=1e-4, post_norm=True) if layer_scale_post_norm else {}
+    torch.manual_seed(0)
+    one_stage = randomize_(timm.create_model('zoo_focalnet_tiny_lrf', embed_dim=32, depths=(3,), patch_size=16,
+                                             **extra).eval())
+    release = focalnet_official({k.replace('stages.', 'layers.').replace('mixer.', 'modulation.'): v for k, v in one_stage.state_dict().items()})
+    release = {re.sub(r'ls(\d)\.gamma$', r'gamma_\1', k): v for k, v in release.items()}
+    assert 'layers.0.blocks.2.modulation.h.weight' in release
+    path = tmp_path / 'iso.pth'
+    torch.save({'model': release}, path)
+    iso = timm.create_model('zoo_focalnet_base_iso' if extra else 'zoo_focalnet_tiny_iso', embed_dim=32, depth=3,
+                            pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    x = image(80)
+    torch.testing.assert_close(iso(x), one_stage(x), atol=1e-5, rtol=0)
+    maps = iso.forward_intermediates(x, indices=[0, 2], intermediates_only=True)
+    assert [tuple(m.shape) for m in maps] == [(1, 32, 5, 5)] * 2
 
 
 @torch.no_grad()

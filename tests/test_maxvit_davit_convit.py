@@ -17,7 +17,7 @@ from zoo.models._convert import unwrap
 # zoo name -> (timm model of the same config, native resolution)
 TIMM_TWINS = {
     **{f'zoo_maxvit_{s}' + ('' if r == 224 else f'_{r}'): (f'maxvit_{s}_tf_{r}', r)
-       for s in ('tiny', 'small', 'base') for r in (224, 384, 512)},
+       for s in ('tiny', 'small', 'base', 'large', 'xlarge') for r in (224, 384, 512)},
     **{f'zoo_davit_{s}': (f'davit_{s}', 224) for s in ('tiny', 'small', 'base', 'large', 'huge', 'giant')},
     **{f'zoo_convit_{s}{p}': (f'convit_{s}', 224) for p in ('', '_plus') for s in ('tiny', 'small', 'base')},
 }
@@ -29,6 +29,14 @@ SHRUNK = {f'zoo_davit_{s}': dict(depths=(1, 1, 1, 1)) for s in ('large', 'huge',
 # > 30 GMACs at native size, or > 100M params (DaViT-H / G shrunk, ConViT-B+): over 20 s on 2 cores
 HEAVY = {'zoo_maxvit_small_512', 'zoo_maxvit_base_384', 'zoo_maxvit_base_512', 'zoo_convit_base_plus',
          'zoo_davit_huge', 'zoo_davit_giant'}
+# hundreds of M params and 100-535 GMACs at native size: compared on one block per stage of the same config
+# (built in both with depths=(1, 1, 1, 1)), at full width and native resolution; still 23-90 s each on 2 cores,
+# so slow (L / XL differ from B only in widths, which tests/test_paper_numbers.py holds to the paper's params)
+SHRUNK.update({name: dict(depths=(1, 1, 1, 1)) for name in (
+    'zoo_maxvit_large_384', 'zoo_maxvit_large_512', 'zoo_maxvit_xlarge', 'zoo_maxvit_xlarge_384',
+    'zoo_maxvit_xlarge_512')})
+HEAVY |= {'zoo_maxvit_large', 'zoo_maxvit_large_384', 'zoo_maxvit_large_512', 'zoo_maxvit_xlarge',
+          'zoo_maxvit_xlarge_384', 'zoo_maxvit_xlarge_512'}
 
 
 def davit_official_layout(sd):
@@ -56,7 +64,13 @@ def authors_layout(name, sd):
     return dict(sd)  # convit: official names equal timm's; maxvit: the converted TF release is timm's layout
 
 
-@pytest.mark.parametrize('name', [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in TIMM_TWINS])
+def _twin_params():
+    for name in TIMM_TWINS:
+        marks = [pytest.mark.slow] if name in HEAVY else []
+        yield pytest.param(name, marks=marks, id=name + ('-depth1' if name in DEPTH_REDUCED else ''))
+
+
+@pytest.mark.parametrize('name', _twin_params())
 @torch.no_grad()
 def test_matches_timm_in_timm_and_authors_layouts(name, tmp_path):
     """The same function as timm's model: equal to 1e-9 in float64. In float32 the logits may differ from timm's
@@ -171,6 +185,21 @@ def test_maxvit_new_resolution_resamples_tables(tmp_path):
     other.set_input_size(img_size=256)
     x = torch.randn(1, 3, 256, 256)
     torch.testing.assert_close(other(x), model(x))
+
+
+@torch.no_grad()
+def test_maxvit_in21k_tag_loads_the_21843_class_head(tmp_path):
+    """The ImageNet-21K tags (L / XL at 224) build timm's 21843-class head and load its checkpoint strictly."""
+    torch.manual_seed(0)
+    ref = timm.create_model('maxvit_xlarge_tf_224', embed_dim=(32, 32, 64, 64), depths=(1, 1, 1, 1), stem_width=16,
+                            head_hidden_size=64, num_classes=21843).eval()
+    path = tmp_path / 'maxvit_in21k.pth'
+    torch.save(ref.state_dict(), path)
+    model = timm.create_model('zoo_maxvit_xlarge.in21k', pretrained=True, **SMALL_MAXVIT,
+                              pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert model.num_classes == 21843 and model.pretrained_cfg['mean'] == (0.5, 0.5, 0.5)
+    x = torch.randn(1, 3, 224, 224)  # timm's MaxViT takes window multiples only
+    torch.testing.assert_close(model(x), ref(x), atol=1e-4, rtol=1e-4)
 
 
 # --- DaViT -------------------------------------------------------------------------------------------------

@@ -71,6 +71,24 @@ def test_official_release_layout_loads_strict(name, tmp_path):
         assert (model(x) - ref(x)).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize('tag', ['zoo_swin_tiny.ms_in22k', 'zoo_swin_tiny.ms_in22k_ft_in1k'])
+@torch.no_grad()
+def test_in22k_tags_load_the_authors_checkpoints(tag, tmp_path):
+    """The 22K tags build timm's 21841-class head (the 22K -> 1K ones 1000 classes) and load the authors'
+    layout of such a checkpoint strictly, equal to timm's model on the same weights."""
+    classes = 21841 if tag.endswith('in22k') else 1000
+    torch.manual_seed(0)
+    ref = timm.create_model('swin_tiny_patch4_window7_224', num_classes=classes).eval()
+    path = tmp_path / 'in22k.pth'
+    torch.save(official_layout(ref.state_dict(), 7, 224, (2, 2, 6, 2)), path)
+    model = timm.create_model(tag, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert model.num_classes == classes == model.pretrained_cfg['num_classes']
+    assert timm.models.get_pretrained_cfg(tag).url.endswith(
+        '_22k.pth' if classes == 21841 else '_22kto1k_finetune.pth')
+    x = torch.randn(1, 3, 224, 224)
+    assert (model(x) - ref(x)).abs().max().item() <= 1e-4
+
+
 def test_checkpoint_of_another_variant_names_keys(tmp_path):
     _, _, _, path = twins('zoo_swin_tiny', tmp_path)
     with pytest.raises(CheckpointMismatchError, match=r'missing: stages\.2\.blocks\.6\..*\[') as err:

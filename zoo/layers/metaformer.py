@@ -19,12 +19,15 @@ class MetaFormerBlock(nn.Module):
 
     fmt: layout of x, 'NHWC' (linear MLP, layer scale on the last dim) or 'NCHW' (1x1-conv MLP).
     layer_scale_init: None for no layer scale. Keys: norm1, mixer, ls1.gamma, norm2, mlp.fc1/fc2, ls2.gamma.
+    post_norm: the norms follow the branches instead, x + drop_path(ls1(norm1(mixer(x)))) (FocalNet-L/XL/H: it
+    keeps large models' training stable).
     """
 
     def __init__(self, dim: int, mixer: nn.Module, norm_layer: Callable[[int], nn.Module], mlp_ratio: float = 4.,
                  act_layer: Callable = nn.GELU, mlp_bias: bool = True, layer_scale_init: Optional[float] = None,
-                 proj_drop: float = 0., drop_path: float = 0., fmt: str = 'NHWC'):
+                 proj_drop: float = 0., drop_path: float = 0., fmt: str = 'NHWC', post_norm: bool = False):
         super().__init__()
+        self.post_norm = post_norm
         ls_layer = LayerScale2d if fmt == 'NCHW' else LayerScale
         self.norm1 = norm_layer(dim)
         self.mixer = mixer
@@ -36,5 +39,8 @@ class MetaFormerBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:
+            x = x + self.drop_path(self.ls1(self.norm1(self.mixer(x))))
+            return x + self.drop_path(self.ls2(self.norm2(self.mlp(x))))
         x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))

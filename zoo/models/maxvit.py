@@ -13,6 +13,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d, NormMlpClassifierHead, to_2tuple
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
@@ -142,26 +143,42 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
                        **kwargs)
 
 
-def _cfg(res: int, timm_name: str):
-    # the authors release TF checkpoints (gs://gresearch/maxvit/ckpts/); timm's conversion of them is on the hub
-    return cfg(hf_hub_id=f'timm/{timm_name}.in1k', input_size=(3, res, res), pool_size=(res // 32, res // 32),
+def _cfg(res: int, timm_tag: str, **kwargs):
+    # the authors release TF checkpoints (gs://gresearch/maxvit/ckpts/); timm's conversion of them is on the hub.
+    # timm's in1k models at 224 take ImageNet's mean / std, every other tag (0.5, 0.5, 0.5)
+    half = (0.5, 0.5, 0.5)
+    imagenet = res == 224 and timm_tag.endswith('.in1k')
+    return cfg(hf_hub_id=f'timm/{timm_tag}', input_size=(3, res, res), pool_size=(res // 32, res // 32),
                crop_pct=.95 if res == 224 else 1.0, crop_mode='squash' if res > 224 else 'center',
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='stem.conv1', classifier='head.fc')
+               mean=IMAGENET_DEFAULT_MEAN if imagenet else half, std=IMAGENET_DEFAULT_STD if imagenet else half,
+               first_conv='stem.conv1', classifier='head.fc', **kwargs)
 
 
-# variants as data: the paper's Table 1 (MaxViT-T/S/B), window = grid = img_size / 32
+# variants as data: the paper's Table 1 (MaxViT-T/S/B/L/XL), window = grid = img_size / 32
 _DIMS = {
     'tiny': dict(embed_dim=(64, 128, 256, 512), depths=(2, 2, 5, 2)),
     'small': dict(embed_dim=(96, 192, 384, 768), depths=(2, 2, 5, 2)),
     'base': dict(embed_dim=(96, 192, 384, 768), depths=(2, 6, 14, 2)),
+    'large': dict(embed_dim=(128, 256, 512, 1024), depths=(2, 6, 14, 2), stem_width=128),
+    'xlarge': dict(embed_dim=(192, 384, 768, 1536), depths=(2, 6, 14, 2), stem_width=192),
 }
+# released weights per size: ImageNet-1K at every resolution; ImageNet-21K (21843 classes) at 224 and its
+# ImageNet-1K fine-tunes at 384 / 512 (README's "21k model" / "1k model" columns)
+_IN1K = ('tiny', 'small', 'base', 'large')
+_IN21K = ('large', 'xlarge')
 MAXVIT_VARIANTS = {}
 _cfgs = {}
 for _size, _args in _DIMS.items():
     for _res in (224, 384, 512):
         _name = f'zoo_maxvit_{_size}' + ('' if _res == 224 else f'_{_res}')
+        _timm = f'maxvit_{_size}_tf_{_res}'
         MAXVIT_VARIANTS[_name] = dict(_args, img_size=_res)
-        _cfgs[f'{_name}.in1k'] = _cfg(_res, f'maxvit_{_size}_tf_{_res}')
+        if _size in _IN1K:
+            _cfgs[f'{_name}.in1k'] = _cfg(_res, f'{_timm}.in1k')
+        if _size in _IN21K and _res == 224:
+            _cfgs[f'{_name}.in21k'] = _cfg(_res, f'{_timm}.in21k', num_classes=21843)
+        elif _size in _IN21K:
+            _cfgs[f'{_name}.in21k_ft_in1k'] = _cfg(_res, f'{_timm}.in21k_ft_in1k')
 default_cfgs = generate_default_cfgs(licensed('apache-2.0', _cfgs))
 
 register_variants(_create, MAXVIT_VARIANTS, __name__)

@@ -105,6 +105,26 @@ def _create(variant: str, pretrained: bool = False, **kwargs):
 
 
 _URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
+_URL_V108 = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.8/'
+
+
+def _in22k_cfgs():
+    """The authors' ImageNet-22K checkpoints (`_22k.pth`, 21841 classes) and their 22K -> 1K fine-tunes
+    (`_22kto1k[_finetune].pth`) that the 1K tags above do not already name."""
+    cfgs = {}
+    for size, res, url, fine_tune in (('tiny', 224, _URL_V108, '_22kto1k_finetune'),
+                                      ('small', 224, _URL_V108, '_22kto1k_finetune'),
+                                      ('base', 224, _URL, '_22kto1k'), ('base', 384, _URL, '_22kto1k'),
+                                      ('large', 224, _URL, None), ('large', 384, _URL, None)):
+        name = f'zoo_swin_{size}' + ('' if res == 224 else f'_{res}')
+        release = url + f'swin_{size}_patch4_window{res // 32}_{res}'  # window 7 at 224, 12 at 384
+        shape = dict(input_size=(3, res, res), pool_size=(res // 32, res // 32), crop_pct=.9 if res == 224 else 1.)
+        if fine_tune:
+            cfgs[f'{name}.ms_in22k_ft_in1k'] = cfg(release + fine_tune + '.pth', **shape)
+        cfgs[f'{name}.ms_in22k'] = cfg(release + '_22k.pth', num_classes=21841, **shape)
+    return cfgs
+
+
 default_cfgs = generate_default_cfgs(licensed('mit', {
     'zoo_swin_tiny.ms_in1k': cfg(_URL + 'swin_tiny_patch4_window7_224.pth'),
     'zoo_swin_small.ms_in1k': cfg(_URL + 'swin_small_patch4_window7_224.pth'),
@@ -114,6 +134,8 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
                                      pool_size=(12, 12), crop_pct=1.0),
     'zoo_swin_large_384.ms_in22k_ft_in1k': cfg(_URL + 'swin_large_patch4_window12_384_22kto1k.pth',
                                                input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0),
+    # ImageNet-22K (21841 classes, as timm's) and its 1K fine-tunes; T / S were released later (v1.0.8)
+    **_in22k_cfgs(),
 }))
 
 # variants as data: the paper's Table (C, depths, heads) per size, and window size per resolution
