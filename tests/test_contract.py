@@ -35,7 +35,15 @@ TOKEN_ATTRIBUTES = {'embed_dim', 'num_prefix_tokens', 'has_class_token', 'no_emb
 # Variants too big to build whole on a 2-core, 24 GiB CI machine (a copy for features_only, another for pruning,
 # gradients: several times the parameters) run the contract with fewer blocks per stage; every other argument
 # (widths, heads, windows, sizes, cfg) is the variant's own, so each code path it has is still checked.
-CI_SIZED = {}
+ONE_BLOCK = dict(depths=(1, 1, 1, 1))
+CI_SIZED = {
+    **{f'zoo_maxvit_{s}{r}': ONE_BLOCK for s in ('large', 'xlarge') for r in ('', '_384', '_512')},
+    **{f'zoo_focalnet_{s}_fl{fl}': ONE_BLOCK for s in ('large', 'xlarge', 'huge') for fl in (3, 4)},
+    **{f'zoo_davit_{s}': ONE_BLOCK for s in ('large', 'huge', 'giant')},
+    'zoo_dinat_s_large': dict(dilations=((1, 8), (1, 4), (1, 2), (1, 1))),  # both block kinds in every stage
+    'zoo_dinat_s_large_384': dict(dilations=((1, 13), (1, 6), (1, 3), (1, 1))),
+    'zoo_convit_base_plus': dict(depth=3, local_up_to_layer=2),  # GPSA blocks, then the class token and MHSA
+}
 SOURCE_KEYS = {'url', 'hf_hub_id', 'file'}  # where the weights come from: a model without released weights has none
 OPTIONAL_KEYS = {'license'}  # timm leaves it out where a release declares none
 

@@ -27,12 +27,13 @@ def test_table_names_registered_models():
 
 @pytest.mark.parametrize('name', ROWS)
 def test_params_and_flops_match_paper(name):
+    paper_params, paper_gflops = paper_number(name, 'params_m'), paper_number(name, 'gflops')
+    if paper_params is None and paper_gflops is None:
+        pytest.skip(f'{name}: the paper reports no confirmed params or FLOPs')  # ('?' figures; DaViT-G is 1.4B)
     model = timm.create_model(name)
     params = count_params(model) / 1e6
-    paper_params = paper_number(name, 'params_m')
     if paper_params is not None:
         assert abs(params - paper_params) <= tolerance(paper_params, 0.01), (params, paper_params)
-    paper_gflops = paper_number(name, 'gflops')
     if paper_gflops is not None:
         size = int(paper_table()[name]['img_size'])
         gmacs = count_macs(model, size) / 1e9
