@@ -67,7 +67,7 @@ def authors_layout(name, sd):
 def _twin_params():
     for name in TIMM_TWINS:
         marks = [pytest.mark.slow] if name in HEAVY else []
-        yield pytest.param(name, marks=marks, id=name + ('-depth1' if name in DEPTH_REDUCED else ''))
+        yield pytest.param(name, marks=marks, id=name + ('-depth1' if name in SHRUNK else ''))
 
 
 @pytest.mark.parametrize('name', _twin_params())
