@@ -387,3 +387,58 @@ def test_isotropic_matches_authors_forward_on_their_layout(tmp_path):
     torch.testing.assert_close(loaded(x), logits, atol=1e-5, rtol=0)
     feats = loaded.forward_intermediates(torch.randn(1, 3, 70, 50), indices=[0, 2], intermediates_only=True)
     assert [f.shape for f in feats] == [(1, 16, 5, 4)] * 2
+
+
+# --- ViT-rpb: the DeiT host with global attention + relative position bias --------------------------------
+def _authors_rpb_attention(sd, prefix, x, heads):
+    """MHSARPB of the authors' isotropic.py on an L x L map x (B, L, L, C), from their weights: their bias lookup
+    is the query-minus-key index of every (query, key) pair with both axes of the pair matrix reversed."""
+    B, L, _, C = x.shape
+    coords = torch.stack(torch.meshgrid(torch.arange(L), torch.arange(L), indexing='ij')).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :] + L - 1
+    index = (rel[0] * (2 * L - 1) + rel[1]).flip(0, 1)
+    bias = sd[prefix + 'rpb'].permute(1, 2, 0).flatten(0, 1)[index.flatten()].view(L * L, L * L, heads)
+    qkv = (x.flatten(1, 2) @ sd[prefix + 'qkv.weight'].T + sd[prefix + 'qkv.bias']).view(B, L * L, 3, heads, -1)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    attn = (q * q.shape[-1] ** -0.5 @ k.transpose(-2, -1) + bias.permute(2, 0, 1)).softmax(-1)
+    out = (attn @ v).transpose(1, 2).reshape(B, L, L, C)
+    return out @ sd[prefix + 'proj.weight'].T + sd[prefix + 'proj.bias']
+
+
+@torch.no_grad()
+def test_vit_rpb_matches_authors_forward_on_their_layout(tmp_path):
+    """ViT-rpb as the authors' isotropic.py computes it (patch conv -> LayerNorm -> [x + MHSARPB(LN x), x + MLP(LN x)]
+    -> LayerNorm -> mean -> head), on random weights saved in their names (layers.N.attn.rpb and its index buffer)
+    and loaded strictly through the filter."""
+    from timm.layers import Mlp as TimmMlp
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=16, depth=2, num_heads=2, num_classes=10, img_size=80)  # a 5 x 5 grid
+    model = timm.create_model('zoo_vit_rpb_small', **kwargs).eval()
+    authors = {}
+    L = 5
+    for k, v in model.state_dict().items():
+        for a, b in (('stem.', 'patch_embed.'), ('blocks.', 'layers.'), ('head.fc.', 'head.')):
+            if k.startswith(a):
+                k = b + k[len(a):]
+        if k.endswith('rel_pos.relative_position_bias_table'):
+            k = k.replace('rel_pos.relative_position_bias_table', 'rpb')
+            authors[k[:-3] + 'relative_position_index'] = torch.zeros(L * L, L * L, dtype=torch.long)
+            v = torch.randn(2, 2 * L - 1, 2 * L - 1)
+        authors[k] = v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
+    path = tmp_path / 'vitrpb.pth'
+    torch.save({'model': authors}, path)
+    loaded = timm.create_model('zoo_vit_rpb_small', pretrained=True, **kwargs,
+                               pretrained_cfg_overlay=dict(file=str(path), num_classes=10)).eval()
+
+    x = torch.randn(2, 3, 80, 80)
+    y = _layer_norm(authors, 'patch_embed.norm', torch.nn.functional.conv2d(
+        x, authors['patch_embed.proj.weight'], authors['patch_embed.proj.bias'], stride=16).permute(0, 2, 3, 1))
+    for i in range(2):
+        p = f'layers.{i}.'
+        y = y + _authors_rpb_attention(authors, p + 'attn.', _layer_norm(authors, p + 'norm1', y), heads=2)
+        mlp = TimmMlp(16, 64).eval()
+        mlp.load_state_dict({k[len(p + 'mlp.'):]: v for k, v in authors.items() if k.startswith(p + 'mlp.')})
+        y = y + mlp(_layer_norm(authors, p + 'norm2', y))
+    logits = _layer_norm(authors, 'norm', y).mean((1, 2)) @ authors['head.weight'].T + authors['head.bias']
+    torch.testing.assert_close(loaded(x), logits, atol=1e-5, rtol=0)
+    assert {'blocks.0.attn.rel_pos.relative_position_bias_table'} <= loaded.no_weight_decay()

@@ -28,7 +28,7 @@ import torch.nn as nn
 from timm.layers import DropPath, LayerScale
 from timm.models import generate_default_cfgs
 
-from ..layers import Mlp
+from ..layers import Mlp, WindowAttention
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
 from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
@@ -37,7 +37,7 @@ from . import deit, swin
 from ._hosts import MapHost, stage_widths
 from .swin import Swin
 
-__all__ = ['NAT', 'NATBlock', 'HostNeighborhoodAttention']
+__all__ = ['NAT', 'NATBlock', 'HostNeighborhoodAttention', 'GridRelPosAttention']
 
 
 class ConvTokenizer(nn.Module):
@@ -113,6 +113,27 @@ class HostNeighborhoodAttention(NeighborhoodAttention2D):
         if x.ndim == 3:  # DeiT host tokens
             return super().forward(x.reshape(x.shape[0], *feat_size, x.shape[2])).flatten(1, 2)
         return super().forward(x)
+
+
+class GridRelPosAttention(WindowAttention):
+    """ViT-rpb's mixer (the authors' isotropic.py `MHSARPB`): self-attention over the whole patch grid with a
+    relative position bias, i.e. window attention whose one window is the grid the model is built at (the DeiT
+    host passes it as `window_size`, and again through `set_window_size` on `set_input_size`, which resamples the
+    bias table). The authors' model accepts only its built grid; at another size without `set_input_size` this
+    attends within grid-sized windows of the map."""
+
+    def __init__(self, dim: int, num_heads: int, window_size, qkv_bias: bool = True, attn_drop: float = 0.,
+                 proj_drop: float = 0., num_prefix_tokens: int = 0):
+        if num_prefix_tokens:
+            raise ValueError('ViT-rpb attention takes patch tokens only (no class token)')
+        super().__init__(dim, num_heads, tuple(window_size), qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop)
+
+    def set_window_size(self, window_size, shift_size=(0, 0)) -> None:
+        super().set_window_size(tuple(window_size), shift_size)
+
+    def forward(self, x: torch.Tensor, feat_size: Tuple[int, int]) -> torch.Tensor:
+        return super().forward(x.reshape(x.shape[0], *feat_size, x.shape[2])).flatten(1, 2)
 
 
 class NAT(MapHost):
@@ -207,12 +228,24 @@ def _create_dinat_s(variant: str, pretrained: bool = False, kernel_size: int = 7
 
 def isotropic_checkpoint_filter(state_dict, model):
     """The authors' isotropic release (classification/isotropic.py: patch_embed, layers.N, plain head) -> zoo's
-    DeiT host layout; zoo checkpoints pass through."""
-    return rename(state_dict, [
+    DeiT host layout; zoo checkpoints pass through. ViT-rpb's bias (heads, 2L - 1, 2L - 1), indexed by key minus
+    query, becomes the window attention's Swin-style table ((2L - 1)^2, heads), indexed by query minus key; its
+    index buffer is rebuilt, not loaded."""
+    state_dict = rename(state_dict, [
         (r'^patch_embed\.', 'stem.'),
         (r'^layers\.', 'blocks.'),
         (r'^head\.(weight|bias)$', r'head.fc.\1'),
     ])
+    if not isinstance(model.blocks[0].attn, GridRelPosAttention):
+        return state_dict
+    out = {}
+    for k, v in state_dict.items():
+        if k.endswith('.attn.relative_position_index'):
+            continue
+        if k.endswith('.attn.rpb'):
+            k, v = k[:-len('rpb')] + 'rel_pos.relative_position_bias_table', v.flip(1, 2).flatten(1).T
+        out[k] = v
+    return out
 
 
 def _create_isotropic(variant: str, pretrained: bool = False, depth: int = 12, kernel_size: int = 7,
@@ -261,6 +294,9 @@ default_cfgs = generate_default_cfgs(licensed('mit', {
     **{f'zoo_{kind}_isotropic_{size}.in1k': cfg(_DINAT_URL + f'isotropic/{kind}_isotropic_{size}_in1k_224.pth',
                                                 pool_size=None, crop_pct=.875)
        for kind in ('nat', 'dinat') for size in ('small', 'base')},
+    **{f'zoo_vit_rpb_{size}.in1k': cfg(_DINAT_URL + f'isotropic/vitrpb_{size}_in1k_224.pth', pool_size=None,
+                                       crop_pct=.875)
+       for size in ('small', 'base')},
 }))
 
 # variants as data: the authors' classification/nat.py and dinat.py
@@ -312,3 +348,19 @@ ISOTROPIC_VARIANTS = {
     for size, dim, heads, dpr in (('small', 384, 12, 0.1), ('base', 768, 24, 0.4))
 }
 register_variants(_create_isotropic, ISOTROPIC_VARIANTS, __name__)
+
+
+def _create_vit_rpb(variant: str, pretrained: bool = False, depth: int = 12, **kwargs):
+    """ViT-rpb (the authors' isotropic.py, their baseline for NAT-iso / DiNAT-iso): the same DeiT host with
+    global self-attention plus a relative position bias over the patch grid in every block."""
+    kwargs.setdefault('out_indices', (2, 5, 8, 11))
+    return build_model(deit.DeiT, variant, pretrained, num_stages=depth, checkpoint_filter=isotropic_checkpoint_filter,
+                       depth=depth, mixer_layer=GridRelPosAttention, class_token=False, pos_embed='none',
+                       patch_norm=True, global_pool='avg', norm_layer=nn.LayerNorm, **kwargs)
+
+
+VIT_RPB_VARIANTS = {
+    'zoo_vit_rpb_small': dict(embed_dim=384, num_heads=12, drop_path_rate=0.1),
+    'zoo_vit_rpb_base': dict(embed_dim=768, num_heads=24, drop_path_rate=0.4),
+}
+register_variants(_create_vit_rpb, VIT_RPB_VARIANTS, __name__)
