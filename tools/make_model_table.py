@@ -160,6 +160,8 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ctx = context(BenchOptions(threads=args.threads))
+    if args.throughput is None and args.throughput_from and Path(args.throughput_from).exists():
+        ctx = json.loads(Path(args.throughput_from).read_text())['context']  # the reused img/s column's machine
     done = {}
     if args.resume and (out / 'models.json').exists():
         done = {r['model']: r for r in json.loads((out / 'models.json').read_text())['results']}
