@@ -5,7 +5,8 @@ Sections (each records its rows; a failing row never stops the run, a section ou
 
   backends   every backend of every op in zoo.layers.attention.list_ops() against 'reference' on a few calls per
              op: forward (no grad) and backward (grads of every input), fp32 and bf16; the error is
-             max |out - ref| / max(1, max |ref|), against a tolerance per dtype. A backend that cannot run a call
+             max |out - ref| / max(1, max |ref|) against the reference in the same dtype or (bf16) in fp32 on the
+             same rounded inputs, whichever is closer, within a tolerance per dtype. A backend that cannot run a call
              (natten with an rpb, native off CPU, ...) is 'n/a'.
   train      one bf16-autocast training step (AdamW) of the smallest variant of every family: loss and every
              gradient finite.
@@ -22,9 +23,11 @@ import torch
 
 from .speed import BenchOptions, _autocast, num_threads, time_iterations, train_step
 
-__all__ = ['run_checks', 'format_checks', 'TOLERANCE']
+__all__ = ['run_checks', 'format_checks', 'TOLERANCE', 'SECTIONS']
 
-# max |out - ref| / max(1, max |ref|) allowed per dtype (backend and reference on the same inputs in that dtype)
+SECTIONS = ('backends', 'train', 'vs_timm', 'dinat')
+
+# max |out - ref| / max(1, max |ref|) allowed per dtype (the closer of the same-dtype and fp32 references: _references)
 TOLERANCE = {'fp32': 1e-4, 'bf16': 3e-2}
 _DTYPE = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
@@ -118,6 +121,42 @@ def _run_op(op, backend, args, kwargs, grad: bool):
     return out, list(torch.autograd.grad((out.float() * w).sum(), _leaves(args, kwargs), allow_unused=True))
 
 
+# SDPA's CUDA kernels, each forced in turn: which of them zoo's calls (biases, window masks, head sizes) can use
+_SDPA_KERNELS = ('FLASH_ATTENTION', 'EFFICIENT_ATTENTION', 'CUDNN_ATTENTION')
+
+
+def _variants(op_name: str, backends: List[str], device: torch.device) -> List[Tuple[str, Optional[str]]]:
+    """(backend, forced SDPA kernel or None) for every backend but the reference; on CUDA the dense op's 'sdpa'
+    also runs with each of SDPA's kernels forced."""
+    out = []
+    for backend in backends:
+        if backend == 'reference':
+            continue
+        out.append((backend, None))
+        if op_name == 'dense' and backend == 'sdpa' and device.type == 'cuda':
+            out += [(backend, k) for k in _SDPA_KERNELS]
+    return out
+
+
+def _sdpa_kernel(name: Optional[str]):
+    from contextlib import nullcontext
+    if name is None:
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel(getattr(SDPBackend, name))
+
+
+def _references(op, args, kwargs):
+    """The reference's (output, grads) on these inputs in their dtype and, for low precision, in fp32 too: a backend
+    passes when it is close to either. The same-dtype reference shares the backend's rounding in discrete steps
+    (routing's region selection), which fp32 would not; but its bf16 reductions (a 7x7 rpb's gradient sums every
+    query) are themselves worse than a backend that accumulates in fp32, which only the fp32 reference shows."""
+    refs = [_run_op(op, 'reference', args, kwargs, grad=True)]
+    if any(t.dtype != torch.float32 for t in _leaves(args, kwargs)):
+        refs.append(_run_op(op, 'reference', *_cast(args, kwargs, torch.float32, grad=True), grad=True))
+    return refs
+
+
 def check_backends(device: torch.device, dtypes: List[str], quick: bool, budget: Budget, log) -> List[Dict]:
     from zoo.layers.attention import get_op, list_ops
     rows = []
@@ -128,10 +167,9 @@ def check_backends(device: torch.device, dtypes: List[str], quick: bool, budget:
             for dtype in dtypes:
                 g = torch.Generator().manual_seed(0)
                 base_args, base_kwargs = make(g, device)
-                for backend in backends:
-                    if backend == 'reference':
-                        continue
-                    row = {'op': op_name, 'backend': backend, 'call': label, 'dtype': dtype}
+                for backend, sdpa_kernel in _variants(op_name, backends, device):
+                    row = {'op': op_name, 'backend': backend + (f'[{sdpa_kernel}]' if sdpa_kernel else ''),
+                           'call': label, 'dtype': dtype}
                     rows.append(row)
                     if budget.expired:
                         row['status'] = 'skipped (section time limit)'
@@ -146,26 +184,29 @@ def check_backends(device: torch.device, dtypes: List[str], quick: bool, budget:
                         continue
                     t0 = time.perf_counter()
                     try:
-                        # the reference in the same dtype: both see the same rounding in their shared steps (routing's
-                        # region selection, say), which an fp32 reference would not
-                        ref, ref_grads = _run_op(op, 'reference', grad_args, grad_kwargs, grad=True)
-                        out, _ = _run_op(op, backend, args, kwargs, grad=False)
-                        row['forward_error'] = _error(out, ref)
+                        refs = _references(op, grad_args, grad_kwargs)
+                        with _sdpa_kernel(sdpa_kernel):
+                            out, _ = _run_op(op, backend, args, kwargs, grad=False)
+                        row['forward_error'] = min(_error(out, ref) for ref, _ in refs)
                         if backend == 'flex' and device.type != 'cuda':
                             row['backward'] = 'CUDA only (torch has no flex backward on CPU)'
                         elif not op.backends[backend].runs(*grad_args, **grad_kwargs):
                             row['backward'] = 'n/a (inference only)'
                         else:
-                            _, grads = _run_op(op, backend, grad_args, grad_kwargs, grad=True)
-                            row['backward_error'] = max(
+                            with _sdpa_kernel(sdpa_kernel):
+                                _, grads = _run_op(op, backend, grad_args, grad_kwargs, grad=True)
+                            row['backward_error'] = min(max(
                                 (_error(a, b) for a, b in zip(grads, ref_grads) if a is not None and b is not None),
-                                default=0.)
+                                default=0.) for _, ref_grads in refs)
                         worst = max(row['forward_error'], row.get('backward_error', 0.))
                         row['status'] = 'ok' if worst <= TOLERANCE[dtype] else f'MISMATCH (tolerance {TOLERANCE[dtype]:g})'
                     except Exception as e:
-                        row['status'] = f'error: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
+                        if sdpa_kernel and 'No available kernel' in str(e):
+                            row['status'] = f'n/a ({sdpa_kernel} refuses these inputs)'
+                        else:
+                            row['status'] = f'error: {type(e).__name__}: {(str(e).splitlines() or [""])[0][:200]}'
                     row['seconds'] = time.perf_counter() - t0
-                    log(f'  {op_name}/{backend} {label} {dtype}: {row["status"]} ({row["seconds"]:.1f} s)')
+                    log(f'  {op_name}/{row["backend"]} {label} {dtype}: {row["status"]} ({row["seconds"]:.1f} s)')
     return rows
 
 
@@ -277,8 +318,12 @@ def check_dinat(device: torch.device, name: str, size: int, batch_size: int, war
 
 # --- the run -----------------------------------------------------------------------------------------------------
 def run_checks(device: str = 'cuda', quick: bool = False, limits: Optional[Dict[str, float]] = None,
-               threads: Optional[int] = None, log=print) -> Dict[str, Any]:
-    """Every section in turn within its time limit (seconds; default `default_limits(quick)`)."""
+               threads: Optional[int] = None, log=print,
+               on_section: Optional[Callable[[Dict[str, Any]], None]] = None,
+               sections: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Each of `sections` (default: all of SECTIONS) in turn within its time limit (seconds; default
+    `default_limits(quick)`); `on_section` gets the report so far after each section (the tool writes it, so a run
+    cut short still leaves its rows)."""
     from .compat import smallest_per_family
     from .report import context
     from .vs_timm import HEADLINE, timm_equivalents
@@ -290,11 +335,17 @@ def run_checks(device: str = 'cuda', quick: bool = False, limits: Optional[Dict[
     pairs = {z: t for z, t in timm_equivalents().items() if z in HEADLINE}
     if quick:
         families, pairs = ['zoo_shvit_s1'], {'zoo_shvit_s1': 'shvit_s1'}
-    report: Dict[str, Any] = {'context': context(BenchOptions(device=device, threads=threads)),
-                              'options': {'device': device, 'quick': quick, 'limits': limits, 'dtypes': dtypes}}
+    ctx = context(BenchOptions(device=device, threads=threads))
+    from zoo.layers.attention.neighborhood import _natten
+    ctx['natten'] = getattr(_natten(), '__version__', None)
+    log(f'{ctx.get("gpu") or ctx.get("cpu")}: torch {ctx["torch"]} (CUDA {ctx.get("cuda")}), timm {ctx["timm"]}, '
+        f'natten {ctx["natten"]}, zoo {ctx.get("zoo_commit")}')
+    report: Dict[str, Any] = {'context': ctx,
+                              'options': {'device': device, 'quick': quick, 'limits': limits, 'dtypes': dtypes,
+                                          'sections': sections or list(SECTIONS)}}
     started = time.monotonic()
     with num_threads(threads):
-        sections = [
+        steps = [
             ('backends', lambda b: check_backends(dev, dtypes, quick, b, log)),
             ('train', lambda b: check_training(dev, families, 64 if quick else 224, 2 if quick else 8, b, log)),
             ('vs_timm', lambda b: check_vs_timm(
@@ -305,11 +356,14 @@ def run_checks(device: str = 'cuda', quick: bool = False, limits: Optional[Dict[
             ('dinat', lambda b: check_dinat(dev, 'zoo_dinat_tiny', 64 if quick else 224, 1 if quick else 64,
                                             1 if quick else 3, 1 if quick else 10, b, log)),
         ]
-        for name, fn in sections:
+        for name, fn in (s for s in steps if sections is None or s[0] in sections):
             log(f'[{time.monotonic() - started:6.1f} s] {name} (limit {limits[name]:.0f} s)')
             t0 = time.monotonic()
             report[name] = fn(Budget(limits[name]))
             report.setdefault('seconds', {})[name] = time.monotonic() - t0
+            report['failures'] = failures(report)
+            if on_section is not None:
+                on_section(report)
     report['failures'] = failures(report)
     log(f'[{time.monotonic() - started:6.1f} s] done: {len(report["failures"])} failure(s)')
     return report
@@ -328,7 +382,7 @@ def failures(report: Dict[str, Any]) -> List[str]:
     (rows skipped for time are not failures)."""
     out = []
     for r in report.get('backends', []):
-        if r['status'] not in ('ok', 'n/a') and not r['status'].startswith('skipped'):
+        if r['status'] != 'ok' and not r['status'].startswith(('n/a', 'skipped')):
             out.append(f'backend {r["op"]}/{r["backend"]} {r["call"]} {r["dtype"]}: {r["status"]}')
     for r in report.get('train', []) + report.get('dinat', []):
         if r['status'] != 'ok' and not r['status'].startswith('skipped'):
@@ -349,7 +403,8 @@ def format_checks(report: Dict[str, Any]) -> str:
              f'{ctx.get("date_utc")} UTC' + (' (quick)' if o['quick'] else ''), '',
              f'Failures: {len(report["failures"])}', *(f'- {f}' for f in report['failures']), '',
              '## Backends against the reference', '',
-             f'Error = max |out - ref| / max(1, max |ref|); tolerance {TOLERANCE}.', '',
+             f'Error = max |out - ref| / max(1, max |ref|), ref the reference in the same dtype or in fp32 on the '
+             f'same rounded inputs, whichever is closer; tolerance {TOLERANCE}.', '',
              '| op | backend | call | dtype | forward | backward | status |', '|---|---|---|---|---|---|---|']
     for r in report.get('backends', []):
         back = r.get('backward') or _fmt(r.get('backward_error'))
