@@ -1,7 +1,7 @@
 """zoo's native CPU kernels against the PyTorch paths: the attention kernels (zoo/csrc/cpu_attention.cpp) as the
 dense op's 'native' backend over strided q/k/v, broadcast biases and every value width it takes, and as the fused
-window path of WindowAttention (shifted, padded, grid partitions); the tanh-form GELU (zoo/csrc/activations.cpp).
-Inference only: with autograd the layers never pick them."""
+window path of WindowAttention (shifted, padded, grid partitions); the tanh-form GELU (zoo/csrc/activations.cpp),
+the one kernel that also runs in training (with its derivative). With autograd the layers never pick the others."""
 import contextlib
 import os
 import subprocess
@@ -173,11 +173,47 @@ def test_native_gelu_tanh_matches_torch():
         torch.testing.assert_close(y, mapped, atol=0, rtol=0)
 
 
-def test_gelu_tanh_keeps_autograd_and_strided_inputs_on_torch():
-    x = torch.randn(6, 10, requires_grad=True)
-    gelu_tanh(x).sum().backward()
-    expected = torch.autograd.grad(F.gelu(x, approximate='tanh').sum(), x)[0]
-    torch.testing.assert_close(x.grad, expected)
+@needs_native
+def test_native_gelu_tanh_training_matches_torch():
+    """Eager training runs the native forward and derivative: both within torch's own distance from float64 (every
+    regime, channels-last, a gradient in another memory order); double backward and graph capture run torch's."""
+    x = torch.cat([torch.randn(100_003) * 4, torch.tensor([-1e4, -30., -9., -1e-6, 0., 1e-6, 9., 30., 1e4])])
+    dy = torch.randn_like(x)
+    x64 = x.double().requires_grad_()
+    expected = torch.autograd.grad(F.gelu(x64, approximate='tanh'), x64, dy.double())[0]
+    xt = x.clone().requires_grad_()
+    torch_grad = torch.autograd.grad(F.gelu(xt, approximate='tanh'), xt, dy)[0]
+    torch_err = (torch_grad.double() - expected).abs().max()
+    xz = x.clone().requires_grad_()
+    out = gelu_tanh(xz)
+    assert out.grad_fn is not None and 'GELUTanhNative' in type(out.grad_fn).__name__
+    grad = torch.autograd.grad(out, xz, dy)[0]
+    assert (grad.double() - expected).abs().max() <= 2 * torch_err
+    assert (out.double() - F.gelu(x.double(), approximate='tanh')).abs().max() < 1e-5
+    image = torch.randn(2, 16, 9, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    dy_nchw = torch.randn(2, 16, 9, 7)  # the gradient arrives contiguous, the input channels-last
+    (grad,) = torch.autograd.grad(GELUTanh()(image), image, dy_nchw)
+    (want,) = torch.autograd.grad(F.gelu(image, approximate='tanh'), image, dy_nchw)
+    torch.testing.assert_close(grad, want, atol=1e-6, rtol=1e-5)
+    # double backward: torch's differentiable derivative
+    x = torch.randn(50, dtype=torch.float32, requires_grad=True)
+    (g1,) = torch.autograd.grad(gelu_tanh(x).sum(), x, create_graph=True)
+    (g2,) = torch.autograd.grad(g1.sum(), x)
+    (w1,) = torch.autograd.grad(F.gelu(x, approximate='tanh').sum(), x, create_graph=True)
+    (w2,) = torch.autograd.grad(w1.sum(), x)
+    torch.testing.assert_close(g2, w2)
+    with torch.no_grad():  # graph capture sees torch's op
+        traced = torch.jit.trace(GELUTanh(), torch.randn(4, 8), check_trace=False)
+    assert 'gelu' in str(traced.graph) and 'GELUTanhNative' not in str(traced.graph)
+
+
+def test_gelu_tanh_keeps_strided_and_other_dtype_inputs_on_torch():
+    for x in (torch.randn(10, 6).t().requires_grad_(), torch.randn(6, 10, dtype=torch.float64, requires_grad=True)):
+        out = gelu_tanh(x)
+        assert 'GELUTanhNative' not in type(out.grad_fn).__name__
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        (want,) = torch.autograd.grad(F.gelu(x, approximate='tanh').sum(), x)
+        torch.testing.assert_close(grad, want, atol=0, rtol=0)
     with torch.inference_mode():
         strided = torch.randn(10, 6).t()
         torch.testing.assert_close(gelu_tanh(strided), F.gelu(strided, approximate='tanh'), atol=0, rtol=0)

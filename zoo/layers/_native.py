@@ -45,6 +45,7 @@ _SIGNATURES = (
     ('zoo_window_attention_f32', ctypes.c_int,
      [_PTR, _PTR, _I64, _I64, _I64, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, ctypes.c_float, ctypes.c_int]),
     ('zoo_gelu_tanh_f32', ctypes.c_int, [_PTR, _PTR, _I64, ctypes.c_int]),
+    ('zoo_gelu_tanh_backward_f32', ctypes.c_int, [_PTR, _PTR, _PTR, _I64, ctypes.c_int]),
 )
 
 

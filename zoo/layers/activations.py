@@ -3,7 +3,9 @@ timm's resolver with those swapped in.
 
 GELU's tanh form (MaxViT, CoAtNet) goes through Sleef's tanh in PyTorch's CPU kernel: 3.3 ms for a (2, 256,
 56, 56) map on 2 threads, a fifth of MaxViT-T's time at batch 8. zoo_gelu_tanh_f32 (zoo/csrc/activations.cpp)
-computes the same function as x * sigmoid(2u) with one exp. Training, autograd, graph capture and anything but
+computes the same function as x * sigmoid(2u) with one exp; in eager training its derivative too
+(zoo_gelu_tanh_backward_f32, the same exp), through an autograd Function that saves only x, as PyTorch's op does.
+Graph capture (dynamo, export, tracing, FLOP counting), functorch transforms, double backward and anything but
 dense CPU float32 run PyTorch's op."""
 from __future__ import annotations
 
@@ -16,24 +18,54 @@ from timm.layers import get_act_layer as _timm_get_act_layer
 from timm.layers.activations import GELUTanh as _TimmGELUTanh
 
 from . import _native
-from ._cache import eager_inference
+from ._cache import capturing_graph, eager_inference
 
 __all__ = ['GELUTanh', 'gelu_tanh', 'get_act_layer', 'apply_inplace']
 
 
-def _native_ok(x: torch.Tensor) -> bool:
-    return (x.device.type == 'cpu' and x.dtype == torch.float32 and eager_inference()
+def _dense_cpu_f32(x: torch.Tensor) -> bool:
+    return (x.device.type == 'cpu' and x.dtype == torch.float32
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
             and _native.library() is not None)
 
 
-def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """F.gelu(x, approximate='tanh'), into x itself if inplace."""
-    if not _native_ok(x):
-        return torch.ops.aten.gelu_(x, approximate='tanh') if inplace else F.gelu(x, approximate='tanh')
-    out = x if inplace else torch.empty_like(x)  # same strides as x: both are one dense buffer in x's order
+def _native_forward(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     _native.library().zoo_gelu_tanh_f32(x.data_ptr(), out.data_ptr(), x.numel(), torch.get_num_threads())
     return out
+
+
+class _GELUTanhNative(torch.autograd.Function):
+    """gelu_tanh with the native kernels both ways (eager CPU training)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _native_forward(x, torch.empty_like(x))  # same strides as x: one dense buffer in x's order
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: a differentiable derivative
+            return torch.ops.aten.gelu_backward(dy, x, approximate='tanh')
+        dy = dy if dy.stride() == x.stride() else torch.empty_like(x).copy_(dy)
+        dx = torch.empty_like(x)
+        _native.library().zoo_gelu_tanh_backward_f32(x.data_ptr(), dy.data_ptr(), dx.data_ptr(), x.numel(),
+                                                     torch.get_num_threads())
+        return dx
+
+
+def _native_training_ok(x: torch.Tensor) -> bool:
+    return (x.requires_grad and torch.is_grad_enabled() and _dense_cpu_f32(x) and not capturing_graph()
+            and not torch._C._are_functorch_transforms_active())
+
+
+def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """F.gelu(x, approximate='tanh'), into x itself if inplace (inference only; training never overwrites x)."""
+    if eager_inference() and _dense_cpu_f32(x):
+        return _native_forward(x, x if inplace else torch.empty_like(x))
+    if _native_training_ok(x):
+        return _GELUTanhNative.apply(x)
+    return torch.ops.aten.gelu_(x, approximate='tanh') if inplace else F.gelu(x, approximate='tanh')
 
 
 class GELUTanh(_TimmGELUTanh):
