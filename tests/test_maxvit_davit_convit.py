@@ -320,3 +320,32 @@ def test_convit_is_the_deit_host_and_loads_the_earlier_zoo_layout(tmp_path):
     torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
     gpsa_out, mhsa_out = model.forward_intermediates(x, indices=[1, 2], output_fmt='NLC', intermediates_only=True)
     assert gpsa_out.shape == (1, 4 * 3, 192) and mhsa_out.shape == (1, 1 + 4 * 3, 192)  # class token joins at 2
+
+
+def test_maxvit_trains_in_channels_last_memory_with_the_nchw_values():
+    """Training with autograd runs MaxViT's convs on channels-last maps (faster depthwise backward); the loss and
+    every gradient equal the NCHW run's to float32 rounding, and inference stays NCHW (timm parity)."""
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_maxvit_tiny', embed_dim=(32, 64, 64, 64), depths=(1, 1, 1, 1), stem_width=16,
+                              num_classes=10).train()
+    x = torch.randn(2, 3, 64, 64)
+    seen = []
+    hook = model.stages[0].blocks[0].conv.conv2_kxk.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    runs = {}
+    for cl in (True, False):
+        model.channels_last_training = cl
+        model.zero_grad()
+        torch.manual_seed(1)  # same drop-path draws (none here) and dropout
+        loss = model(x).square().mean()
+        loss.backward()
+        runs[cl] = loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert seen == [True, False]
+    assert abs(runs[True][0] - runs[False][0]) <= 1e-6 * abs(runs[False][0])
+    for n, g in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][n], g, atol=1e-6, rtol=1e-4, msg=n)
+    model.channels_last_training = True
+    with torch.no_grad():
+        model.eval()(x)
+    assert seen[-1] is False
+    hook.remove()

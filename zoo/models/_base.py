@@ -101,8 +101,10 @@ class Backbone(nn.Module):
     intermediate_fmts: Tuple[str, ...] = ('NCHW', 'NHWC')  # what forward_intermediates can return
     no_weight_decay_names: Tuple[str, ...] = NO_WEIGHT_DECAY
     # conv-dominated NCHW families run in channels-last memory, oneDNN's native conv layout (values unchanged to
-    # float32 rounding; PoolFormer-S12 1.4x on 2 CPU threads)
+    # float32 rounding; PoolFormer-S12 1.4x on 2 CPU threads); `channels_last_training`: only while training with
+    # autograd, for a family whose inference stays NCHW to keep its logits within timm's parity bar
     channels_last: bool = False
+    channels_last_training: bool = False
 
     # -- input -----------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
@@ -138,7 +140,7 @@ class Backbone(nn.Module):
     def _begin(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
         """Image -> input of the first level, and what the levels need besides it (nothing here)."""
         self.check_input(x)
-        if self.channels_last:
+        if self.channels_last or (self.channels_last_training and self.training and torch.is_grad_enabled()):
             x = x.contiguous(memory_format=torch.channels_last)
         return run_sliced(self.stem, x, self), None
 
