@@ -94,11 +94,11 @@ class MaxViT(Backbone):
         self.stem = MBConvStem(in_chans, stem_width, act_layer=act_layer, norm_eps=conv_norm_eps)
         stages, in_chs = [], stem_width
         for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
-            stages.append(Stage([MaxViTBlock(in_chs if j == 0 else dim, dim, stride=2 if j == 0 else 1,
-                                             partition_size=self.partition_size, head_dim=head_dim,
-                                             mlp_ratio=mlp_ratio, act_layer=act_layer, conv_norm_eps=conv_norm_eps,
-                                             attn_norm_eps=attn_norm_eps, drop_path=dpr[i][j])
-                                 for j in range(depth)]))
+            blocks = [MaxViTBlock(in_chs if j == 0 else dim, dim, stride=2 if j == 0 else 1,
+                                  partition_size=self.partition_size, head_dim=head_dim, mlp_ratio=mlp_ratio,
+                                  act_layer=act_layer, conv_norm_eps=conv_norm_eps, attn_norm_eps=attn_norm_eps,
+                                  drop_path=dpr[i][j]) for j in range(depth)]
+            stages.append(Stage(blocks))
             in_chs = dim
         # no final norm: the head norms (pool -> LayerNorm -> tanh pre-logits -> fc)
         head = NormMlpClassifierHead(self.num_features, num_classes, hidden_size=self.num_features,
