@@ -1,7 +1,8 @@
 """The timm backbone contract, written once for every family.
 
 A hierarchical family builds `stem`, `stages` (an nn.Sequential of `Stage`s or modules with the same attributes),
-`norm` and `head`, fills `feature_info`, and gets from `Backbone`: forward/forward_features/forward_head,
+`norm` and `head`, fills `feature_info` (the constructor's common start and end: `_setup`, `_finish`), and gets from
+`Backbone`: forward/forward_features/forward_head,
 forward_intermediates and prune_intermediate_layers (so `features_only=True` works through timm's
 FeatureGetterNet), input checks with clear errors, grad checkpointing, no_weight_decay, group_matcher,
 reset_classifier, set_input_size (recorded in timm's model traits) and timm 1.0's attributes (head_hidden_size,
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Un
 
 import torch
 import torch.nn as nn
-from timm.layers import get_device_dtype, to_2tuple
+from timm.layers import ClassifierHead, get_device_dtype, to_2tuple
 from timm.models import checkpoint_seq
 from timm.models._input import update_model_input_size
 
@@ -105,6 +106,40 @@ class Backbone(nn.Module):
     # autograd, for a family whose inference stays NCHW to keep its logits within timm's parity bar
     channels_last: bool = False
     channels_last_training: bool = False
+
+    # -- construction ----------------------------------------------------------------------------
+    # A hierarchical constructor: `dpr = self._setup(...)`, the stem, the stages, `self._finish(...)`.
+    def _setup(self, in_chans: int, num_classes: int, widths: Sequence[int], depths: Sequence[int],
+               drop_path_rate: float = 0., stride: int = 4,
+               img_size: Optional[Union[int, Tuple[int, int]]] = None) -> List[List[float]]:
+        """The contract's attributes for a stem of `stride` followed by stages of `widths` that each (after the
+        first) halve the map: min_input_size (one pixel at the last stage), num_features, feature_info, and img_size
+        where the family is built for one (None: fully convolutional). Returns each stage's drop-path rates, linear
+        from 0 to drop_path_rate over all blocks."""
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        if img_size is not None:
+            self.img_size = to_2tuple(img_size)
+        self.min_input_size = (stride * 2 ** (len(widths) - 1),) * 2
+        self.num_features = widths[-1]
+        self.feature_info = [dict(num_chs=w, reduction=stride * 2 ** i, module=f'stages.{i}')
+                             for i, w in enumerate(widths)]
+        return [rates.tolist() for rates in torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))]
+
+    def _finish(self, stages: Sequence[nn.Module], norm: nn.Module, head: nn.Module,
+                init: Optional[Callable[[nn.Module], None]] = None) -> None:
+        """The stages, the final norm and the head (registered after the stem, so state_dict keys keep that order);
+        then the family's weight init applied to every module."""
+        self.stages = nn.Sequential(*stages)
+        self.norm = norm
+        self.head = head
+        if init is not None:
+            self.apply(init)
+
+    def _classifier_head(self, global_pool: str, drop_rate: float) -> ClassifierHead:
+        """timm's ClassifierHead (pool -> dropout -> fc) on maps in the stages' layout."""
+        return ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                              input_fmt=self.output_fmt)
 
     # -- input -----------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:

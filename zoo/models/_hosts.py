@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, to_2tuple
+from timm.layers import DropPath, to_2tuple
 
 from ..layers import Mlp, WindowAttention, clamp_window
 from ..layers.init import trunc_normal_init_
@@ -93,33 +93,11 @@ class MapBlock(nn.Module):
 
 
 class MapHost(Backbone):
-    """Base of the hierarchical hosts with (B, H, W, C) stage outputs: `_setup` starts a constructor (the common
-    attributes, per-stage drop-path rates), `_finish` ends it (stages, final norm, classifier head, the hosts' init).
-    NAT, whose block is its own, uses these directly; MixerHost is the whole constructor around a token mixer."""
+    """Base of the hierarchical hosts with (B, H, W, C) stage outputs and a stem of stride `patch_size`. NAT, whose
+    block is its own, builds on it with Backbone's `_setup` / `_finish`; MixerHost is the whole constructor around a
+    token mixer."""
     output_fmt = 'NHWC'
     patch_size: int = 4  # the stem's stride: stage i's map is img / (patch_size * 2^i)
-
-    def _setup(self, img_size: Union[int, Tuple[int, int]], in_chans: int, num_classes: int, widths: Sequence[int],
-               depths: Sequence[int], drop_path_rate: float) -> Tuple[torch.Tensor, ...]:
-        """Sets the contract's attributes (min_input_size: one pixel at the last stage); returns each stage's
-        drop-path rates (linear over all blocks)."""
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.min_input_size = (self.patch_size * 2 ** (len(depths) - 1),) * 2
-        self.num_features = widths[-1]
-        return torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
-    def _finish(self, stages: Sequence[nn.Module], widths: Sequence[int], norm: nn.Module, global_pool: str,
-                drop_rate: float) -> None:
-        """Stages, their feature_info, the final norm and the classifier head; then the hosts' init."""
-        self.stages = nn.Sequential(*stages)
-        self.feature_info = [dict(num_chs=w, reduction=self.patch_size * 2 ** i, module=f'stages.{i}')
-                             for i, w in enumerate(widths)]
-        self.norm = norm
-        self.head = ClassifierHead(self.num_features, self.num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(init_linears_)
 
     def _stage_sizes(self, img_size: Optional[Tuple[int, int]] = None,
                      num_stages: Optional[int] = None) -> List[Tuple[int, int]]:
@@ -170,7 +148,7 @@ class MixerHost(MapHost):
         num_stages = len(depths)
         dims = stage_widths(embed_dim, num_stages)
         mlp_ratios = [mlp_ratio] * num_stages if isinstance(mlp_ratio, (int, float)) else list(mlp_ratio)
-        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
+        dpr = self._setup(in_chans, num_classes, dims, depths, drop_path_rate, self.patch_size, img_size)
         mixer_args = mixer_args or [{}] * num_stages
         feat_sizes = self._stage_sizes(num_stages=num_stages)
 
@@ -187,11 +165,11 @@ class MixerHost(MapHost):
                 blocks.append(MapBlock(
                     dims[i], num_heads[i], window, shifted=shifted, feat_size=feat_size, mixer_layer=layer,
                     mlp_ratio=mlp_ratios[i], qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                    drop_path=dpr[i][j].item(), norm_layer=norm_layer, **args))
+                    drop_path=dpr[i][j], norm_layer=norm_layer, **args))
             down = self._downsample(dims[i - 1], dims[i], feat_size, norm_layer, drop_rate) if i > 0 else None
             stages.append(Stage(blocks, down))
-        self._finish(stages, dims, norm_layer(self.num_features) if final_norm else nn.Identity(), global_pool,
-                     drop_rate)
+        self._finish(stages, norm_layer(self.num_features) if final_norm else nn.Identity(),
+                     self._classifier_head(global_pool, drop_rate), init_linears_)
 
     # -- what a family defines ---------------------------------------------------------------------
     def _stem(self, in_chans: int, dim: int, feat_size: Tuple[int, int], norm_layer: Callable,

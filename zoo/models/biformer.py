@@ -12,7 +12,7 @@ from typing import Sequence, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, to_2tuple
+from timm.layers import DropPath
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
@@ -83,31 +83,21 @@ class BiFormer(Backbone):
             n_win: regions per side of every map.
         """
         super().__init__()
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        num_stages = len(depths)
-        self.min_input_size = (2 ** (num_stages + 1),) * 2
-        self.num_features = embed_dim[-1]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
+        dpr = self._setup(in_chans, num_classes, embed_dim, depths, drop_path_rate, 4, img_size)
         c0 = embed_dim[0]
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, c0 // 2, 3, stride=2, padding=1), nn.BatchNorm2d(c0 // 2), nn.GELU(),
             *_conv_bn(c0 // 2, c0))
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
+        stages = []
+        for i in range(len(depths)):
             blocks = [BiFormerBlock(embed_dim[i], embed_dim[i] // head_dim, topks[i], n_win=n_win,
-                                    mlp_ratio=mlp_ratio, side_dwconv=side_dwconv, drop_path=dpr[i][j].item(),
+                                    mlp_ratio=mlp_ratio, side_dwconv=side_dwconv, drop_path=dpr[i][j],
                                     global_heads=global_heads)
                       for j in range(depths[i])]
-            downsample = nn.Sequential(*_conv_bn(embed_dim[i - 1], embed_dim[i])) if i > 0 else None
-            stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=2 ** (i + 2), module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.BatchNorm2d(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(init_weights_vit_timm)  # trunc_normal(.02) Linear weights, zero biases, as the authors
+            stages.append(Stage(blocks, nn.Sequential(*_conv_bn(embed_dim[i - 1], embed_dim[i])) if i > 0 else None))
+        # trunc_normal(.02) Linear weights, zero biases, as the authors
+        self._finish(stages, nn.BatchNorm2d(self.num_features), self._classifier_head(global_pool, drop_rate),
+                     init_weights_vit_timm)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

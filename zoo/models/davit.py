@@ -103,29 +103,21 @@ class DaViT(Backbone):
     ):
         """depths count dual blocks (one spatial + one channel block each)."""
         super().__init__()
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.min_input_size = (2 ** (len(depths) + 1),) * 2
-        self.num_features = embed_dim[-1]
+        dpr = self._setup(in_chans, num_classes, embed_dim, depths, drop_path_rate, 4)  # nothing reads img_size
         norm = partial(nn.LayerNorm, eps=norm_eps)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
         self.stem = _Stem(in_chans, embed_dim[0], norm)
-        stages, self.feature_info = [], []
+        stages = []
         for i, (dim, depth, heads) in enumerate(zip(embed_dim, depths, num_heads)):
             blocks = [nn.Sequential(
                 DaViTBlock(dim, WindowAttention(dim, heads, window_size, qkv_bias=qkv_bias, rel_pos_bias=False),
-                           norm, mlp_ratio, drop_path=dpr[i][j].item()),
-                DaViTBlock(dim, ChannelAttention(dim, heads, qkv_bias=qkv_bias), norm, mlp_ratio,
-                           drop_path=dpr[i][j].item()),
+                           norm, mlp_ratio, drop_path=dpr[i][j]),
+                DaViTBlock(dim, ChannelAttention(dim, heads, qkv_bias=qkv_bias), norm, mlp_ratio, drop_path=dpr[i][j]),
             ) for j in range(depth)]
             stages.append(Stage(blocks, _Downsample(embed_dim[i - 1], dim, norm) if i > 0 else None))
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the head norms after pooling
-        self.head = _Head(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                          norm_layer=partial(LayerNorm2d, eps=norm_eps))
-        self.apply(init_weights_vit_timm)
+        # no final norm: the head norms after pooling
+        head = _Head(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                     norm_layer=partial(LayerNorm2d, eps=norm_eps))
+        self._finish(stages, nn.Identity(), head, init_weights_vit_timm)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead
 from timm.models import generate_default_cfgs
 
 from ..layers.downsample import ConvDownsample
@@ -24,6 +23,7 @@ from ..layers.init import trunc_normal_init_
 from ..layers.focal_modulation import FocalModulation
 from ..layers.metaformer import MetaFormerBlock
 from ._base import Backbone, Stage
+from ._hosts import stage_widths
 from ._builder import build_model, cfg, register_variants
 from ._convert import rename
 
@@ -74,12 +74,9 @@ class FocalNet(Backbone):
                 LayerNorm inside the modulation before its output projection (`use_postln_in_modulation`, H).
         """
         super().__init__()
-        num_stages = len(depths)
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, dims[-1]
-        self.min_input_size = (patch_size * 2 ** (num_stages - 1),) * 2
+        dims = stage_widths(embed_dim, len(depths))
+        dpr = self._setup(in_chans, num_classes, dims, depths, drop_path_rate, patch_size)
         norm_layer = partial(nn.LayerNorm, eps=1e-5)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
         block_args = dict(norm_layer=norm_layer, mlp_ratio=mlp_ratio, layer_scale_init=layer_scale_init,
                           post_norm=post_norm, post_norm_in_modulation=post_norm_in_modulation,
                           normalize_modulator=normalize_modulator, proj_drop=proj_drop_rate)
@@ -88,19 +85,15 @@ class FocalNet(Backbone):
         self.stem = ConvDownsample(in_chans, dims[0], stem_kernel, patch_size, stem_pad, norm_layer=norm_layer,
                                    output_fmt='NHWC')
         down_kernel, down_pad = (3, 1) if overlap_downsample else (2, 0)
-        stages, self.feature_info = [], []
+        stages = []
         for i, depth in enumerate(depths):
-            blocks = [focal_block(dims[i], focal_levels[i], focal_windows[i], drop_path=dpr[i][j].item(),
-                                  **block_args) for j in range(depth)]
+            blocks = [focal_block(dims[i], focal_levels[i], focal_windows[i], drop_path=dpr[i][j], **block_args)
+                      for j in range(depth)]
             downsample = ConvDownsample(dims[i - 1], dims[i], down_kernel, 2, down_pad, norm_layer=norm_layer,
                                         input_fmt='NHWC', output_fmt='NHWC') if i else None
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(trunc_normal_init_)
+        self._finish(stages, norm_layer(self.num_features), self._classifier_head(global_pool, drop_rate),
+                     trunc_normal_init_)
 
 
 class IsotropicFocalNet(Backbone):
@@ -146,8 +139,7 @@ class IsotropicFocalNet(Backbone):
                         proj_drop=proj_drop_rate, drop_path=dpr[i]) for i in range(depth)])
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f'blocks.{i}') for i in range(depth)]
         self.norm = norm_layer(embed_dim)
-        self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
+        self.head = self._classifier_head(global_pool, drop_rate)
         self.apply(trunc_normal_init_)
 
     def _level(self, i: int, block: nn.Module, x: torch.Tensor, ctx) -> torch.Tensor:

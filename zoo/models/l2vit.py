@@ -12,7 +12,7 @@ from typing import Callable, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, to_2tuple
+from timm.layers import DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
@@ -108,27 +108,16 @@ class L2ViT(Backbone):
     ):
         """Blocks alternate within each stage: even index LWA, odd index LGA (the authors' 'mix_local_enhanced_vit')."""
         super().__init__()
-        num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.min_input_size = (4 * 2 ** (num_stages - 1),) * 2
-        self.num_features = embed_dim[-1]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
+        dpr = self._setup(in_chans, num_classes, embed_dim, depths, drop_path_rate, 4, img_size)
         self.stem = ConvStem(in_chans, embed_dim[0])
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
+        stages = []
+        for i in range(len(depths)):
             blocks = [L2ViTBlock(embed_dim[i], num_heads[i], is_global=j % 2 == 1, window_size=to_2tuple(window_size),
-                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i][j].item())
+                                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i][j])
                       for j in range(depths[i])]
             stages.append(Stage(blocks, NormConvDown(embed_dim[i - 1], embed_dim[i]) if i > 0 else None))
-            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(trunc_normal_init_)
+        self._finish(stages, nn.LayerNorm(self.num_features), self._classifier_head(global_pool, drop_rate),
+                     trunc_normal_init_)
 
     def _resize(self, window_size=None) -> None:
         """Nothing is position-dependent except the window size of the LWA blocks."""

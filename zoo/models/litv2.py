@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, to_2tuple
+from timm.layers import DropPath
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
@@ -20,6 +20,7 @@ from ..layers import HiLo, PatchEmbed
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.mlp import DWConvMlp
 from ._base import Backbone, Stage
+from ._hosts import stage_widths
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 
@@ -74,29 +75,18 @@ class LITv2(Backbone):
             alpha: fraction of heads in the Lo-Fi branch.
         """
         super().__init__()
-        num_stages = len(depths)
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
-        self.min_input_size = (patch_size * 2 ** (num_stages - 1),) * 2
-        dims = [embed_dim * 2 ** i for i in range(num_stages)]
-        self.num_features = dims[-1]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
-        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, norm_layer=nn.LayerNorm)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
+        dims = stage_widths(embed_dim, len(depths))
+        dpr = self._setup(in_chans, num_classes, dims, depths, drop_path_rate, patch_size, img_size)
+        self.stem = PatchEmbed(patch_size, in_chans, dims[0], norm_layer=nn.LayerNorm)
+        stages = []
+        for i in range(len(depths)):
             blocks = [LITBlock(dims[i], num_heads[i], local_ws[i], alpha=alpha, mlp_ratio=mlp_ratio,
-                               qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=dpr[i][j].item())
+                               qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=dpr[i][j])
                       for j in range(depths[i])]
-            downsample = DeformableTokenMerging(dims[i - 1], dims[i]) if i > 0 else None
-            stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
-                                   input_fmt='NHWC')
-        self.apply(init_weights_vit_timm)  # trunc_normal(.02) Linear weights, zero biases, as the authors
+            stages.append(Stage(blocks, DeformableTokenMerging(dims[i - 1], dims[i]) if i > 0 else None))
+        # trunc_normal(.02) Linear weights, zero biases, as the authors
+        self._finish(stages, nn.LayerNorm(self.num_features), self._classifier_head(global_pool, drop_rate),
+                     init_weights_vit_timm)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

@@ -89,32 +89,25 @@ class MaxViT(Backbone):
             head_dim: channels per head (heads = dim / head_dim).
         """
         super().__init__()
-        self.in_chans = in_chans
-        self.num_classes = num_classes
-        self.img_size = to_2tuple(img_size)
+        # the stem halves the map and each stage's first MBConv halves it again: stride 4 at stage 1
+        dpr = self._setup(in_chans, num_classes, embed_dim, depths, drop_path_rate, 4, img_size)
         self.partition_ratio = partition_ratio
         self.partition_size = to_2tuple(partition_size) if partition_size else \
             tuple(s // partition_ratio for s in self.img_size)
-        self.min_input_size = (32, 32)
-        self.num_features = embed_dim[-1]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).split(list(depths))
-
         self.stem = MBConvStem(in_chans, stem_width, act_layer=act_layer, norm_eps=conv_norm_eps)
-        stages, self.feature_info, in_chs = [], [], stem_width
+        stages, in_chs = [], stem_width
         for i, (dim, depth) in enumerate(zip(embed_dim, depths)):
             blocks = [MaxViTBlock(in_chs if j == 0 else dim, dim, stride=2 if j == 0 else 1,
                                   partition_size=self.partition_size, head_dim=head_dim, mlp_ratio=mlp_ratio,
                                   act_layer=act_layer, conv_norm_eps=conv_norm_eps, attn_norm_eps=attn_norm_eps,
-                                  drop_path=dpr[i][j].item()) for j in range(depth)]
+                                  drop_path=dpr[i][j]) for j in range(depth)]
             stages.append(Stage(blocks))
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f'stages.{i}'))
             in_chs = dim
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()  # the head norms (pool -> LayerNorm -> tanh pre-logits -> fc)
-        self.head = NormMlpClassifierHead(self.num_features, num_classes, hidden_size=self.num_features,
-                                          pool_type=global_pool, drop_rate=drop_rate,
-                                          norm_layer=partial(LayerNorm2d, eps=attn_norm_eps))
-        self.apply(init_weights_vit_timm)
+        # no final norm: the head norms (pool -> LayerNorm -> tanh pre-logits -> fc)
+        head = NormMlpClassifierHead(self.num_features, num_classes, hidden_size=self.num_features,
+                                     pool_type=global_pool, drop_rate=drop_rate,
+                                     norm_layer=partial(LayerNorm2d, eps=attn_norm_eps))
+        self._finish(stages, nn.Identity(), head, init_weights_vit_timm)
 
     def _resize(self, partition_size=None) -> None:
         """The window / grid size follows `self.img_size` (or is given); bias tables are resampled."""

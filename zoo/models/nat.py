@@ -34,7 +34,7 @@ from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
 from . import deit, swin
-from ._hosts import MapHost, stage_widths
+from ._hosts import MapHost, init_linears_, stage_widths
 from .swin import Swin
 
 __all__ = ['NAT', 'NATBlock', 'HostNeighborhoodAttention', 'GridRelPosAttention']
@@ -168,7 +168,7 @@ class NAT(MapHost):
         super().__init__()
         num_stages = len(depths)
         dims = stage_widths(embed_dim, num_stages)
-        dpr = self._setup(img_size, in_chans, num_classes, dims, depths, drop_path_rate)
+        dpr = self._setup(in_chans, num_classes, dims, depths, drop_path_rate, self.patch_size, img_size)
         dilations = dilations or [[1] * d for d in depths]
 
         self.stem = ConvTokenizer(in_chans, dims[0], norm_layer)
@@ -176,13 +176,14 @@ class NAT(MapHost):
         for i in range(num_stages):
             blocks = [
                 NATBlock(dims[i], num_heads[i], kernel_size, dilations[i][j], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                         qk_scale=qk_scale, proj_drop=proj_drop_rate, drop_path=dpr[i][j].item(),
+                         qk_scale=qk_scale, proj_drop=proj_drop_rate, drop_path=dpr[i][j],
                          layer_scale=layer_scale, norm_layer=norm_layer, small_map=small_map)
                 for j in range(depths[i])
             ]
             downsample = ConvDownsampler(dims[i - 1], dims[i], norm_layer) if i > 0 else None
             stages.append(Stage(blocks, downsample))
-        self._finish(stages, dims, norm_layer(self.num_features), global_pool, drop_rate)
+        self._finish(stages, norm_layer(self.num_features), self._classifier_head(global_pool, drop_rate),
+                     init_linears_)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

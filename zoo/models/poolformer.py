@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, GroupNorm1, LayerNorm2d, NormMlpClassifierHead
+from timm.layers import GroupNorm1, LayerNorm2d, NormMlpClassifierHead
 from timm.models import generate_default_cfgs
 
 from ..layers.downsample import ConvDownsample
@@ -58,32 +57,25 @@ class PoolFormer(Backbone):
         super().__init__()
         if head_norm not in ('map', 'pooled'):
             raise ValueError(f"head_norm must be 'map' or 'pooled', got {head_norm!r}")
-        num_stages = len(depths)
-        self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, embed_dim[-1]
         self.head_norm = head_norm
-        self.min_input_size = (4 * 2 ** (num_stages - 1),) * 2
         # the authors' stochastic depth rule: linear over all blocks, dpr_j = rate * j / (N - 1)
-        dpr = (torch.linspace(0, drop_path_rate, sum(depths)) if sum(depths) > 1 else torch.zeros(1)).split(depths)
-
+        dpr = self._setup(in_chans, num_classes, embed_dim, depths, drop_path_rate, 4)
         self.stem = ConvDownsample(in_chans, embed_dim[0], kernel_size=7, stride=4, padding=2)
-        stages, self.feature_info = [], []
+        stages = []
         for i, depth in enumerate(depths):
             blocks = [MetaFormerBlock(embed_dim[i], PoolMixer(embed_dim[i], pool_size), GroupNorm1, mlp_ratio=mlp_ratio,
                                       layer_scale_init=layer_scale_init, proj_drop=proj_drop_rate,
-                                      drop_path=dpr[i][j].item(), fmt='NCHW') for j in range(depth)]
+                                      drop_path=dpr[i][j], fmt='NCHW') for j in range(depth)]
             downsample = ConvDownsample(embed_dim[i - 1], embed_dim[i], kernel_size=3, stride=2,
                                         padding=1) if i else None
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
         if head_norm == 'map':
-            self.norm = GroupNorm1(self.num_features)
-            self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+            norm, head = GroupNorm1(self.num_features), self._classifier_head(global_pool, drop_rate)
         else:
-            self.norm = nn.Identity()
-            self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool,
-                                              drop_rate=drop_rate, norm_layer=LayerNorm2d)
-        self.apply(trunc_normal_init_)
+            norm = nn.Identity()
+            head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                         norm_layer=LayerNorm2d)
+        self._finish(stages, norm, head, trunc_normal_init_)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------

@@ -79,10 +79,9 @@ class SHViT(Backbone):
             types: per stage, 's' = single-head attention mixer, 'i' = no mixer (conv + FFN only).
         """
         super().__init__()
-        self.in_chans, self.num_classes, self.num_features = in_chans, num_classes, embed_dim[-1]
-        self.min_input_size = (16 * 2 ** (len(embed_dim) - 1),) * 2
+        self._setup(in_chans, num_classes, embed_dim, depth, stride=16)  # no drop path
         self.stem = ConvStem(in_chans, embed_dim[0], num_layers=4, act_layer=act_layer)
-        stages, self.feature_info = [], []
+        stages = []
         for i, dim in enumerate(embed_dim):
             downsample = nn.Sequential(
                 SHViTBlock(embed_dim[i - 1], dw_bn_init=1., act_layer=act_layer),
@@ -92,11 +91,9 @@ class SHViT(Backbone):
             blocks = [SHViTBlock(dim, SingleHeadAttention(dim, qk_dim[i], partial_dim[i], act_layer=act_layer)
                                  if types[i] == 's' else None, act_layer=act_layer) for _ in range(depth[i])]
             stages.append(Stage(blocks, downsample))
-            self.feature_info.append(dict(num_chs=dim, reduction=16 * 2 ** i, module=f'stages.{i}'))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()
-        self.head = BnLinearClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        if num_classes > 0:
+        self._finish(stages, nn.Identity(), BnLinearClassifierHead(self.num_features, num_classes,
+                                                                   pool_type=global_pool, drop_rate=drop_rate))
+        if num_classes > 0:  # the authors' init: torch's defaults but for the classifier
             trunc_normal_(self.head.fc.weight, std=.02)
 
 
