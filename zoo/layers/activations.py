@@ -69,7 +69,7 @@ def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
 
 class GELUTanh(_TimmGELUTanh):
-    """timm's GELUTanh with the native inference kernel (`gelu_tanh`)."""
+    """timm's GELUTanh through the native kernels (`gelu_tanh`: inference, and eager training both ways)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gelu_tanh(x)
