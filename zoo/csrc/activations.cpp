@@ -15,13 +15,16 @@ namespace {
 constexpr float kTwoC = 2.f * 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 
+// q = t / (1 + t), t = exp(-2|u|), from x and x^2 (inner has the sign of x: -2|u| is its magnitude, negated)
+inline __m256 tail_q8(__m256 x, __m256 x2) {
+    const __m256 inner = _mm256_mul_ps(x, _mm256_fmadd_ps(x2, _mm256_set1_ps(kCubic), _mm256_set1_ps(1.f)));
+    const __m256 minus_2u = _mm256_or_ps(_mm256_mul_ps(inner, _mm256_set1_ps(kTwoC)), _mm256_set1_ps(-0.f));
+    const __m256 t = zoo_simd::exp8(minus_2u);
+    return _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(1.f)));
+}
+
 inline __m256 gelu_tanh8(__m256 x) {
-    const __m256 sign = _mm256_set1_ps(-0.f);
-    const __m256 inner = _mm256_mul_ps(x, _mm256_fmadd_ps(_mm256_mul_ps(x, x), _mm256_set1_ps(kCubic),
-                                                          _mm256_set1_ps(1.f)));
-    // -2|u| (inner has the sign of x)
-    const __m256 t = zoo_simd::exp8(_mm256_or_ps(_mm256_mul_ps(inner, _mm256_set1_ps(kTwoC)), sign));
-    const __m256 xq = _mm256_mul_ps(x, _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(1.f))));
+    const __m256 xq = _mm256_mul_ps(x, tail_q8(x, _mm256_mul_ps(x, x)));
     const __m256 y = _mm256_blendv_ps(_mm256_sub_ps(x, xq), xq, x);  // sign bit of x set: x q
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ));  // inf - inf
 }
@@ -29,29 +32,30 @@ inline __m256 gelu_tanh8(__m256 x) {
 // d gelu_tanh / dx = s + x s (1 - s) d(2u)/dx with s = sigmoid(2u); s (1 - s) = q (1 - q) on both sides, so the
 // same one exp serves. At x = +-inf the slope term is inf * 0: the derivative is s there (1 or 0).
 inline __m256 gelu_tanh_grad8(__m256 x, __m256 g) {
-    const __m256 sign = _mm256_set1_ps(-0.f);
     const __m256 x2 = _mm256_mul_ps(x, x);
-    const __m256 inner = _mm256_mul_ps(x, _mm256_fmadd_ps(x2, _mm256_set1_ps(kCubic), _mm256_set1_ps(1.f)));
-    const __m256 t = zoo_simd::exp8(_mm256_or_ps(_mm256_mul_ps(inner, _mm256_set1_ps(kTwoC)), sign));
-    const __m256 q = _mm256_div_ps(t, _mm256_add_ps(t, _mm256_set1_ps(1.f)));
+    const __m256 q = tail_q8(x, x2);
     const __m256 s = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.f), q), q, x);
     const __m256 slope = _mm256_mul_ps(_mm256_set1_ps(kTwoC),
                                        _mm256_fmadd_ps(x2, _mm256_set1_ps(3.f * kCubic), _mm256_set1_ps(1.f)));
     __m256 d = _mm256_fmadd_ps(_mm256_mul_ps(x, slope), _mm256_fnmadd_ps(q, q, q), s);
-    const __m256 is_inf = _mm256_cmp_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(INFINITY), _CMP_EQ_OQ);
+    const __m256 is_inf = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), x), _mm256_set1_ps(INFINITY),
+                                        _CMP_EQ_OQ);
     return _mm256_mul_ps(g, _mm256_blendv_ps(d, s, is_inf));
 }
 
-inline float gelu_tanh_grad1(float x, float g) {
+inline float tail_q1(float x) {
     const float t = std::exp(-kTwoC * std::fabs(x * (1.f + kCubic * x * x)));
-    const float q = t / (1.f + t);
+    return t / (1.f + t);
+}
+
+inline float gelu_tanh_grad1(float x, float g) {
+    const float q = tail_q1(x);
     const float s = std::signbit(x) ? q : 1.f - q;
     return g * (std::isinf(x) ? s : s + x * kTwoC * (1.f + 3.f * kCubic * x * x) * (q - q * q));
 }
 
 inline float gelu_tanh1(float x) {
-    const float t = std::exp(-kTwoC * std::fabs(x * (1.f + kCubic * x * x)));
-    const float xq = x * (t / (1.f + t));
+    const float xq = x * tail_q1(x);
     return std::signbit(x) ? xq : std::isinf(x) ? x : x - xq;
 }
 

@@ -167,6 +167,7 @@ def check_backends(device: torch.device, dtypes: List[str], quick: bool, budget:
             for dtype in dtypes:
                 g = torch.Generator().manual_seed(0)
                 base_args, base_kwargs = make(g, device)
+                refs = None  # the references of this call and dtype, computed once for all its backends
                 for backend, sdpa_kernel in _variants(op_name, backends, device):
                     row = {'op': op_name, 'backend': backend + (f'[{sdpa_kernel}]' if sdpa_kernel else ''),
                            'call': label, 'dtype': dtype}
@@ -184,7 +185,7 @@ def check_backends(device: torch.device, dtypes: List[str], quick: bool, budget:
                         continue
                     t0 = time.perf_counter()
                     try:
-                        refs = _references(op, grad_args, grad_kwargs)
+                        refs = refs or _references(op, grad_args, grad_kwargs)
                         with _sdpa_kernel(sdpa_kernel):
                             out, _ = _run_op(op, backend, args, kwargs, grad=False)
                         row['forward_error'] = min(_error(out, ref) for ref, _ in refs)
