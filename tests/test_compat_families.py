@@ -4,8 +4,8 @@
   1 and 3, equal to eager PyTorch within 1e-4 (relative to the output's scale);
 - torch.compile (backend 'aot_eager': the full dynamo + AOTAutograd trace without inductor's C++ codegen,
   which takes minutes per model on CPU), fullgraph=True so any graph break fails, equal within 1e-4. One input
-  size only: the recompile at a second size traces with dynamic shapes and takes minutes per model
-  (Swin-T: 29 s static, 164 s dynamic on this machine); tools/compat.py compiles a second size (192x256).
+  size only (a second size is one more static graph: Backbone.check_input specializes H and W under dynamo;
+  tests/test_swin.py checks that); tools/compat.py compiles a second size (192x256).
 
 Slow (about 75 s per family on a busy 2-core machine, 22 min in all): run with --runslow. docs/COMPAT.md
 (tools/compat.py) has the same checks at 224 px (and 192x256), TorchScript, and the root cause of every known

@@ -231,3 +231,31 @@ def test_one_width_spelling():
     for name, old in (('zoo_agent_pvt_tiny', 'embed_dims'), ('zoo_l2vit_tiny', 'dims')):
         with pytest.raises(TypeError, match=f'spelled embed_dim .* not {old}'):
             timm.create_model(name, **{old: (8, 16, 32, 64)})
+
+
+def test_compiled_model_is_static_at_each_input_size():
+    """torch.compile at a second input size retraces with symbolic sizes ('automatic dynamic'); padding to whole
+    windows then made inductor spend minutes in sympy (zoo Swin-T: ~9 CPU-minutes against 70 s for the first
+    compile). check_input specializes the image's H and W under dynamo: each size is one static graph, and the
+    compiled outputs match eager at both."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(example_inputs)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4).eval()
+    compiled = torch.compile(model, backend=record)
+    try:
+        with torch.no_grad():
+            for size in (32, 44):  # 44: the 11x11 map pads to 12x12 windows
+                x = torch.randn(2, 3, size, size)
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+    assert len(graphs) == 2
+    symbolic = [a for a in graphs[1] if isinstance(a, torch.SymInt)
+                or isinstance(a, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in a.shape)]
+    assert not symbolic, f'the second size compiled with symbolic sizes: {symbolic}'

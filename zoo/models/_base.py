@@ -20,6 +20,7 @@ import torch.nn as nn
 from timm.layers import ClassifierHead, get_device_dtype, to_2tuple
 from timm.models import checkpoint_seq
 from timm.models._input import update_model_input_size
+from torch.fx.experimental.symbolic_shapes import guard_scalar
 
 from ..layers._cache import eager_inference
 
@@ -143,6 +144,13 @@ class Backbone(nn.Module):
 
     # -- input -----------------------------------------------------------------------------------
     def check_input(self, x: torch.Tensor) -> None:
+        if torch.compiler.is_dynamo_compiling():
+            # At a second input size dynamo retraces with symbolic sizes ("automatic dynamic"); the reshapes of a
+            # map padded to whole windows then need sympy proofs that take minutes per model, where a recompile
+            # for the new size is as quick as the first compile. guard_scalar specializes both: one static graph
+            # per input size (the batch stays dynamic).
+            guard_scalar(x.shape[2]), guard_scalar(x.shape[3])
+            return
         if torch.jit.is_scripting() or torch.compiler.is_compiling():
             return
         if x.ndim != 4 or x.shape[1] != self.in_chans:

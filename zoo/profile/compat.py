@@ -82,8 +82,8 @@ def check_compile(model: nn.Module, sizes: Sequence = (224, (192, 256)), backend
     """torch.compile at each size (same compiled module, so the second size is a recompile), graph breaks
     counted with torch._dynamo.explain at the first size. fullgraph=True makes any graph break an error (a
     cheaper proof of 'no graph breaks' than explain, which traces once more). dynamic: torch.compile's flag;
-    None (its default) recompiles the second size with dynamic shapes, False recompiles it for the static
-    shape (much faster to trace: symbolic sizes through padded windows can take sympy minutes)."""
+    zoo models compile each image size static whatever it says (Backbone.check_input specializes H and W: symbolic
+    sizes through padded windows took inductor minutes of sympy), so it only decides the batch dim."""
     import torch._dynamo as dynamo
     model.eval()
     res: Dict[str, Any] = {'backend': backend, 'sizes': {}}
