@@ -304,3 +304,44 @@ def test_conv_downsample_any_size(kernel, stride, padding, size):
     plain = m.proj(x)
     if plain.shape == y.shape:
         torch.testing.assert_close(y, plain)
+
+
+def _saved_for_backward(module: nn.Module, x: torch.Tensor):
+    """(bytes, count) of the distinct storages autograd saves for backward in module(x), parameters and x itself
+    left out: deterministic, what a checkpointed block's recompute holds at once."""
+    skip = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
+    saved = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in skip:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(saved.values()), len(saved)
+
+
+def test_focalnet_block_saves_no_more_for_backward_than_timms():
+    """A training FocalNet block (what grad checkpointing recomputes, block by block) saves no more than timm's
+    FocalNetBlock: the first focal conv saves its input as a view of f's output, not a channels-last copy of the
+    context (issue 19 §2: that copy was one extra (B, H, W, C) map per block)."""
+    from timm.layers import LayerNorm2d
+    from timm.models.focalnet import FocalNetBlock
+    torch.manual_seed(0)
+    dim, b, h, w = 16, 2, 12, 10
+    zoo_model = timm.create_model('zoo_focalnet_tiny_srf', embed_dim=dim, depths=(1, 1, 1, 1)).train()
+    zoo_block = zoo_model.stages[0].blocks[0]
+    timm_block = FocalNetBlock(dim, focal_level=2, focal_window=3, layerscale_value=None,
+                               norm_layer=LayerNorm2d).train()
+    x = torch.randn(b, h, w, dim, requires_grad=True)
+    zoo_bytes, zoo_count = _saved_for_backward(zoo_block, x)
+    timm_bytes, timm_count = _saved_for_backward(timm_block, x.detach().permute(0, 3, 1, 2).requires_grad_())
+    assert zoo_bytes <= timm_bytes, (zoo_bytes, timm_bytes)
+    # the focal modulation alone: f's output (q, ctx, gates: one storage), two conv and two GELU outputs, the
+    # context sum, h's output and the modulated map (7 maps), the global context (2 tiny tensors); no copy of ctx
+    mixer_in = torch.randn(b, h, w, dim, requires_grad=True)
+    mixer_bytes, _ = _saved_for_backward(zoo_block.mixer, mixer_in)
+    full = b * h * w * dim * 4
+    assert mixer_bytes == b * h * w * (2 * dim + 3) * 4 + 7 * full + 2 * b * dim * 4

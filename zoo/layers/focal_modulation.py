@@ -25,9 +25,13 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
     q, ctx: (B, H, W, C); gates: (B, H, W, L + 1) for L = len(focal_layers) levels; each focal layer maps
     (B, C, H, W) -> (B, C, H, W) (depthwise conv + GELU, 'same' padding, so any H, W);
     h: the modulator projection on (B, H, W, C). normalize divides the aggregated context by L + 1.
-    Returns (B, H, W, C). The convolutions run on channels-last memory (a permuted view, no NCHW copy)."""
+    Returns (B, H, W, C). The convolutions run on channels-last memory (a permuted view, no NCHW copy). The first
+    one reads ctx as that view of f's output, as timm's FocalNet does, not as a dense copy: the conv makes its own
+    copy for the kernel and frees it, while autograd saves the view (whose storage q and gates keep anyway). An
+    explicit copy was saved for backward too, one more (B, H, W, C) map per block (a checkpointed block's
+    recompute held it; values are bit-identical either way)."""
     level = len(focal_layers)
-    ctx = ctx.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    ctx = ctx.permute(0, 3, 1, 2)
     gates = gates.permute(0, 3, 1, 2)
     in_place = eager_inference()  # the same sums, accumulated in place: two fewer full-size temporaries per level
 
