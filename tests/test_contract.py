@@ -20,6 +20,7 @@ from timm.layers import get_channel_dim
 from timm.models._features import FeatureGetterNet
 
 import zoo
+from zoo.profile import meta_parameters
 
 MODELS = zoo.list_models()
 # timm's own models (pretrained=False) and the layout of their forward_features (timm's ViT does not say it)
@@ -243,10 +244,11 @@ def test_forward_intermediates(model):
     for t, info in zip(inter, model.feature_info):
         r = info['reduction']
         assert t.shape == (2, info['num_chs'], math.ceil(H / r), math.ceil(W / r)), (t.shape, info)
-    torch.testing.assert_close(final, model.forward_features(x))
+    feats = model.forward_features(x)  # one forward, compared twice
+    torch.testing.assert_close(final, feats)
     last = model.forward_intermediates(x, indices=[-1], norm=True, output_fmt=model.output_fmt,
                                        intermediates_only=True)[0]
-    torch.testing.assert_close(last, model.forward_features(x))
+    torch.testing.assert_close(last, feats)
     with pytest.raises(ValueError, match='out of range'):
         model.forward_intermediates(x, indices=[len(model.feature_info)])
 
@@ -254,9 +256,11 @@ def test_forward_intermediates(model):
 @torch.no_grad()
 def test_features_only_matches_intermediates(model, references):
     indices = (1, -1)
-    feat = create(model.zoo_name, features_only=True, out_indices=indices).eval()
+    with meta_parameters():  # no init: every parameter is taken from `model` (a meta one left would not run)
+        feat = create(model.zoo_name, features_only=True, out_indices=indices).eval()
     own = {k: v for k, v in model.state_dict().items() if not k.startswith('head.')}
-    feat.model.load_state_dict(own, strict=False)
+    feat.model.load_state_dict(own, strict=False, assign=True)
+    assert not [n for n, p in feat.named_parameters() if p.is_meta]
     x = images(model)
     outs = feat(x)
     ref = model.forward_intermediates(x, indices=indices, intermediates_only=True)
@@ -387,5 +391,6 @@ def test_timm_create_model_arguments(name):
     kwargs = dict(img_size=256, num_classes=10)
     if 'shvit' not in name:  # SHViT has no stochastic depth (neither the paper nor timm's)
         kwargs['drop_path_rate'] = 0.1
-    model = create(name, **kwargs)
+    with meta_parameters():  # the arguments are what is checked here, not the weight init (the fixture's build runs it)
+        model = create(name, **kwargs)
     assert model.num_classes == 10

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from zoo.layers.attention import Attention, WindowAttention
 from zoo.profile import (
-    BenchOptions, count_macs, flop_report, format_table, inference_throughput, latency, peak_memory, profile_model,
-    train_throughput,
+    BenchOptions, count_macs, count_params, flop_report, format_table, inference_throughput, latency, materialize_zeros,
+    meta_parameters, peak_memory, profile_model, train_throughput,
 )
 from zoo.profile.flops import einsum_macs
 
@@ -66,6 +66,26 @@ def test_small_swin_analytic_and_timm():
     # timm's Swin of the same config computes attention with explicit matmuls: the totals agree
     ref = timm.create_model('swin_tiny_patch4_window7_224', **cfg)
     assert count_macs(ref, 32) == rep['macs']
+
+
+# families whose counts go through the handles: neighborhood attention (einsum), BiFormer's routing (SDPA, matmul,
+# topk on the zero-weight activations), LITv2's deform conv, SHViT's partial-channel SDPA
+@pytest.mark.parametrize('name,size', [('zoo_dinat_mini', 112), ('zoo_biformer_tiny', 128), ('zoo_litv2_small', 128),
+                                       ('zoo_shvit_s1', 128)])
+def test_meta_parameters_count_the_same(name, size):
+    """A model built under meta_parameters (no memory, no init) has the normally built model's parameter count,
+    and with materialize_zeros its MAC report (per operator, uncounted ops, method) is the normal one: what
+    tests/test_paper_numbers.py relies on."""
+    torch.manual_seed(0)
+    model = timm.create_model(name)
+    with meta_parameters():
+        meta = timm.create_model(name)
+    assert all(p.is_meta for p in meta.parameters()) and not any(b.is_meta for b in meta.buffers())
+    assert count_params(meta) == count_params(model)
+    assert all(p.requires_grad for p in meta.parameters())
+    assert materialize_zeros(meta) is meta and not any(p.is_meta for p in meta.parameters())
+    assert flop_report(meta, size) == flop_report(model, size)
+    assert nn.Linear(2, 3).weight.device.type == 'cpu'  # the context is left
 
 
 class _Ops(nn.Module):

@@ -32,6 +32,7 @@ method used is part of `flop_report`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import string
@@ -45,7 +46,8 @@ import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-__all__ = ['count_macs', 'count_params', 'flop_report', 'OP_HANDLES', 'CONVENTION', 'make_inputs']
+__all__ = ['count_macs', 'count_params', 'flop_report', 'OP_HANDLES', 'CONVENTION', 'make_inputs', 'meta_parameters',
+           'materialize_zeros']
 
 CONVENTION = 'MACs (one multiply-accumulate = 1); FLOPs = 2 x MACs; papers\' "FLOPs" columns are MACs'
 
@@ -235,6 +237,38 @@ _ELEMENTWISE = re.compile(
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def meta_parameters():
+    """Modules built inside keep their parameters on the meta device: no memory and no initialisation (the init
+    functions run on meta tensors, which costs nothing), so `count_params` of a big variant is instant. Buffers
+    (relative position indices, masks) stay real. Not `with torch.device('meta')`: model constructors compute
+    on tensors (drop-path rates via .tolist()), which meta tensors cannot do. `materialize_zeros` then gives the
+    parameters zero-filled storage where a model must run with values that do not matter (MAC counting: the
+    count depends on shapes only)."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and param.device.type != 'meta':
+            module._parameters[name] = type(param)(param.to('meta'), requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def materialize_zeros(model: nn.Module, device='cpu') -> nn.Module:
+    """Give `model`'s meta parameters zero-filled storage on `device` (in place; other tensors untouched)."""
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None and p.device.type == 'meta':
+                module._parameters[name] = type(p)(torch.zeros(p.shape, dtype=p.dtype, device=device),
+                                                   requires_grad=p.requires_grad)
+    return model
 
 
 def make_inputs(model: nn.Module, input_size: Union[int, Sequence[int]] = 224, batch_size: int = 1,
