@@ -237,7 +237,7 @@ def test_compiled_model_is_static_at_each_input_size():
     """torch.compile at a second input size retraces with symbolic sizes ('automatic dynamic'); padding to whole
     windows then made inductor spend minutes in sympy (zoo Swin-T: ~9 CPU-minutes against 70 s for the first
     compile). check_input specializes the image's H and W under dynamo: each size is one static graph, and the
-    compiled outputs match eager at both."""
+    traced path (roll and window views, the shift mask computed in the graph) matches eager's gathers at both."""
     torch._dynamo.reset()
     graphs = []
 
@@ -246,11 +246,11 @@ def test_compiled_model_is_static_at_each_input_size():
         return gm.forward
 
     torch.manual_seed(0)
-    model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4).eval()
+    model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4).eval()
     compiled = torch.compile(model, backend=record)
     try:
         with torch.no_grad():
-            for size in (32, 44):  # 44: the 11x11 map pads to 12x12 windows
+            for size in (32, 44):  # shifted blocks in both stages; at 44 the 11x11 and 6x6 maps are padded
                 x = torch.randn(2, 3, size, size)
                 torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
     finally:

@@ -19,7 +19,7 @@ from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
 from .dense import dense_attention, native_is_fast
 from .. import _native
-from .._cache import eager_inference, shape_cache
+from .._cache import capturing_graph, eager_inference, shape_cache
 
 __all__ = [
     'window_partition', 'window_reverse', 'grid_partition', 'grid_reverse', 'PARTITIONS',
@@ -127,19 +127,18 @@ def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
     Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
     if not (sh or sw) and (Hp, Wp) == (H, W):
         return None
-    # region label of every token in the rolled frame: Swin's 3x3 shift regions ...
-    def bands(n, w, s):  # an unshifted side is one band
-        return (slice(0, n - w), slice(n - w, n - s), slice(n - s, n)) if s else (slice(0, n),)
+    # region label of every token in the rolled frame: Swin's 3x3 shift regions (bands n - w and n - s along each
+    # shifted side), and padding (at the bottom/right before the roll: rolled position p was p + s) as a region
+    # of its own. Arithmetic on aranges, so a traced graph holds a few fused pointwise ops, not a loop of writes.
+    def axis(n, w, s, valid):
+        """(band, padded) of each position along one side of the rolled frame."""
+        pos = torch.arange(n)
+        band = (pos >= n - w).long() + (pos >= n - s).long() if s else torch.zeros(n, dtype=torch.long)
+        return band, (pos + s) % n >= valid
 
-    label = torch.zeros(Hp, Wp)
-    for i, hs in enumerate(bands(Hp, wh, sh)):
-        for j, ws in enumerate(bands(Wp, ww, sw)):
-            label[hs, ws] = 3 * i + j
-    # ... and padding (at the bottom/right before the roll) as a region of its own
-    pad = torch.zeros(Hp, Wp)
-    pad[H:, :] = 1
-    pad[:, W:] = 1
-    label = label + 9 * torch.roll(pad, shifts=(-sh, -sw), dims=(0, 1))
+    band_h, pad_h = axis(Hp, wh, sh, H)
+    band_w, pad_w = axis(Wp, ww, sw, W)
+    label = 3 * band_h[:, None] + band_w + 9 * (pad_h[:, None] | pad_w).long()
     windows = PARTITIONS[partition][0](label.view(1, Hp, Wp, 1), window_size)[0, :, :, 0]  # nW, N
     mask = windows[:, None, :] != windows[:, :, None]
     # -inf (a query always sees itself, so no row is all masked): the released models' -100 leaves weights of
@@ -206,6 +205,14 @@ class WindowMixer(nn.Module):
         Hp, Wp = x.shape[1:3]
         mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
                            partition=self.partition)
+        if capturing_graph():
+            # roll and views: affine indexing that inductor fuses into the neighbouring kernels, where the gather
+            # below would trace the building of its index (an argsort per block per call) and load through it
+            partition, reverse = PARTITIONS[self.partition]
+            shift = tuple(-s for s in self.shift_size)
+            windows = partition(torch.roll(x, shift, (1, 2)) if any(shift) else x, self.window_size)
+            x = reverse(self.mix(windows, mask), self.window_size, Hp, Wp)
+            return self._crop(torch.roll(x, self.shift_size, (1, 2)) if any(shift) else x, H, W)
         # roll + partition (and reverse + roll back) as one row gather each: a single copy instead of two
         order, inverse = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
         N = self.window_size[0] * self.window_size[1]
