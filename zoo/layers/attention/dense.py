@@ -77,7 +77,7 @@ def _dense_sdpa(q, k, v, bias: Optional[torch.Tensor] = None, scale: Optional[fl
 # (_native.measured), at each of these key counts, for inference and for a training step; a call takes the bucket
 # of the smallest count >= its keys. Longer sequences take SDPA.
 _CALIBRATED_KEYS = (16, 49, 100, 144, 196, 256)
-_STATIC_BMM_TOKENS = (32, 144)  # the Zen 3 rule for traced graphs (export, TorchScript; nothing is measured while tracing)
+_STATIC_BMM_TOKENS = (32, 144)  # the Zen 3 rule for traced graphs (export, TorchScript): nothing is measured there
 
 
 def _median_thread_time(fn, repeats: int = 5) -> float:

@@ -209,10 +209,10 @@ class WindowMixer(nn.Module):
             # roll and views: affine indexing that inductor fuses into the neighbouring kernels, where the gather
             # below would trace the building of its index (an argsort per block per call) and load through it
             partition, reverse = PARTITIONS[self.partition]
-            shift = tuple(-s for s in self.shift_size)
-            windows = partition(torch.roll(x, shift, (1, 2)) if any(shift) else x, self.window_size)
+            (sh, sw), shifted = self.shift_size, any(self.shift_size)
+            windows = partition(torch.roll(x, (-sh, -sw), (1, 2)) if shifted else x, self.window_size)
             x = reverse(self.mix(windows, mask), self.window_size, Hp, Wp)
-            return self._crop(torch.roll(x, self.shift_size, (1, 2)) if any(shift) else x, H, W)
+            return self._crop(torch.roll(x, (sh, sw), (1, 2)) if shifted else x, H, W)
         # roll + partition (and reverse + roll back) as one row gather each: a single copy instead of two
         order, inverse = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
         N = self.window_size[0] * self.window_size[1]
