@@ -345,3 +345,74 @@ def test_focalnet_block_saves_no_more_for_backward_than_timms():
     mixer_bytes = _saved_for_backward(zoo_block.mixer, mixer_in)
     full = b * h * w * dim * 4
     assert mixer_bytes == b * h * w * (2 * dim + 3) * 4 + 7 * full + 2 * b * dim * 4
+
+
+def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs():
+    """Under torch.compile on CPU, FocalNet's linears on (B, H, W, C) maps (f, h, proj, the MLP) run as 1x1
+    convolutions of the map's NCHW view (map_linear: oneDNN's conv beat MKL's sgemm there, compiled FocalNet-T
+    0.86x -> 0.97x timm): the captured graph has no linear left but the classifier head's, and its outputs and
+    gradients equal eager's."""
+    torch._dynamo.reset()
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_focalnet_tiny_srf', embed_dim=8, depths=(1, 1), num_classes=5)
+    compiled = torch.compile(model, backend=record)
+    x = torch.randn(2, 3, 32, 32)
+    try:
+        out = compiled(x)
+        out.square().sum().backward()
+    finally:
+        torch._dynamo.reset()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected = model(x)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    (graph,) = graphs
+    calls = [node.target for node in graph.graph.nodes if node.op == 'call_function']
+    assert sum(t in (F.linear, torch._C._nn.linear) for t in calls) == 1  # the head
+    assert sum(t in (F.conv2d, torch.conv2d) for t in calls) == 2 * (3 + 2) + 2 * 2 + 2  # + focal levels, stems
+
+
+def test_training_map_linears_take_the_measured_choice(monkeypatch):
+    """In eager training, map_linear runs FocalNet's linears as 1x1 convolutions where this machine measured them
+    faster (zoo.layers.mlp._conv_trains_faster): forced either way, outputs and gradients agree, the choice is
+    taken for every map linear (f, h, proj, fc1, fc2 of each block), and inference never asks for it."""
+    from zoo.layers import mlp
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_focalnet_tiny_srf', embed_dim=8, depths=(1, 1), num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    as_conv = mlp._as_conv
+    convs = []
+    monkeypatch.setattr(mlp, '_as_conv', lambda linear, x: convs.append(linear) or as_conv(linear, x))
+    results = []
+    for faster in (False, True):
+        monkeypatch.setattr(mlp, '_conv_trains_faster', lambda threads, faster=faster: faster)
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        results.append((out, [p.grad.clone() for p in model.parameters()]))
+    assert len(convs) == 2 * 5 and all(isinstance(m, nn.Linear) for m in convs)
+    (out_linear, grads_linear), (out_conv, grads_conv) = results
+    torch.testing.assert_close(out_conv, out_linear, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_conv, grads_linear):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+    def never(threads):
+        raise AssertionError('inference asked for the training measurement')
+    monkeypatch.setattr(mlp, '_conv_trains_faster', never)
+    with torch.no_grad():
+        model.eval()(x)
+
+
+def test_map_linear_measurement_times_both_forms():
+    from zoo.layers import mlp
+    times = mlp._measure_map_linear()
+    assert set(times) == {'linear', 'conv'} and all(0 < t < 10 for t in times.values())

@@ -6,6 +6,7 @@ its query with a projection of that context (modulation).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -13,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._cache import DerivedTensors, eager_inference
+from .mlp import map_linear
 
 __all__ = ['focal_modulation', 'FocalModulation']
 
@@ -79,7 +81,7 @@ class FocalModulation(nn.Module):
         result is a view of the padded output, which the split below only slices."""
         width = self.f.out_features
         if width % 8 == 0 or not eager_inference(self):
-            return self.f(x)
+            return map_linear(self.f, x)
 
         def pad():
             rows = -width % 8
@@ -91,8 +93,9 @@ class FocalModulation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, ctx, gates = self._project_in(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)
-        x = focal_modulation(q, ctx, gates, self.focal_layers, self.h, self.normalize_modulator)
-        return self.proj_drop(self.proj(self.norm(x)))
+        x = focal_modulation(q, ctx, gates, self.focal_layers, functools.partial(map_linear, self.h),
+                             self.normalize_modulator)
+        return self.proj_drop(map_linear(self.proj, self.norm(x)))
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, kernel_sizes={self.kernel_sizes}'

@@ -1,28 +1,94 @@
 """timm's Mlp with an in-place activation at inference, and MLP variants that timm.layers lacks."""
 from __future__ import annotations
 
-from typing import Optional, Type
+import functools
+import time
+from typing import Dict, Optional, Type
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import Mlp as _TimmMlp
 
-from ._cache import eager_inference
+from . import _native
+from ._cache import capturing_graph, eager_inference
 from .activations import apply_inplace
 
-__all__ = ['Mlp', 'DWConvMlp']
+__all__ = ['Mlp', 'DWConvMlp', 'map_linear']
+
+
+# Whether a linear on a channels-last (B, H, W, C) map runs faster as nn.Linear (MKL's sgemm) or as a 1x1
+# convolution of the map's NCHW view (oneDNN) depends on the CPU and the thread count: on a 2-core Zen 4, a training
+# step's linears (forward + backward) took 0.97x as long as convolutions on 1 thread but 1.08x on 2, where MKL
+# scales worse (FocalNet-T's training step 7% faster, Swin-T's 5%). So eager training measures it once per machine and
+# thread count (_native.measured) and takes the convolution only when it wins by _MARGIN.
+_MEASURED_SHAPES = ((192, 768), (768, 192))  # (in, out) of Swin-T's stage-2 MLP, on a 8 x 28 x 28 map
+_MARGIN = 1.05
+
+
+def _as_conv(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    weight = linear.weight[:, :, None, None]
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, linear.bias).permute(0, 2, 3, 1)
+
+
+def _measure_map_linear() -> Dict[str, float]:
+    """{'linear' | 'conv': seconds} of a training step's linears (forward + backward) on _MEASURED_SHAPES at this
+    thread count: best of 5 wall times (the threads run in parallel; the best is the least disturbed), ~1 s."""
+    gen = torch.Generator().manual_seed(0)
+    times = {'linear': 0., 'conv': 0.}
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast('cpu', enabled=False):
+        for c_in, c_out in _MEASURED_SHAPES:
+            linear = nn.Linear(c_in, c_out)
+            x = torch.randn(8, 28, 28, c_in, generator=gen, requires_grad=True)
+            grad = torch.randn(8, 28, 28, c_out, generator=gen)
+            for name, fn in (('linear', linear), ('conv', functools.partial(_as_conv, linear))):
+                fn(x).backward(grad)  # warm-up
+                best = float('inf')
+                for _ in range(5):
+                    start = time.perf_counter()
+                    fn(x).backward(grad)
+                    best = min(best, time.perf_counter() - start)
+                times[name] += best
+    return times
+
+
+@functools.lru_cache(maxsize=None)
+def _conv_trains_faster(threads: int) -> bool:
+    times = _native.measured(f'map_linear_train_t{threads}_v1', _measure_map_linear)
+    return times['conv'] * _MARGIN <= times['linear']
+
+
+def map_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """linear(x), or for an nn.Linear on a CPU float32 channels-last (B, H, W, C) map the same as a 1x1 convolution
+    of the map's NCHW view (no copy), where that is faster:
+    - under torch.compile: inductor hands a linear to MKL's sgemm, which scales worse than oneDNN's convolution on
+      2 AMD cores (compiled FocalNet-T on a Zen 4: ~620 ms per forward as linears, ~540 ms as 1x1 convolutions,
+      timm's 1x1 convolutions ~530 ms). Not under torch.export: an exported graph keeps the model's own ops;
+    - in eager training, where measured faster on this machine at this thread count (_conv_trains_faster).
+    Eager inference keeps the linear: its batch slices are small enough that the two are even."""
+    if (x.dim() != 4 or not isinstance(linear, nn.Linear) or x.device.type != 'cpu'
+            or x.dtype != torch.float32):
+        return linear(x)
+    if torch.compiler.is_compiling():
+        as_conv = not torch.compiler.is_exporting()
+    else:
+        as_conv = (torch.is_grad_enabled() and (x.requires_grad or linear.weight.requires_grad)
+                   and not capturing_graph() and _conv_trains_faster(torch.get_num_threads()))
+    return _as_conv(linear, x) if as_conv else linear(x)
 
 
 class Mlp(_TimmMlp):
     """timm's Mlp (same arguments and keys) whose inference forward (eval, no grad) applies the activation in place
     on fc1's output (`apply_inplace`): one fewer tensor of the 4x-wide hidden size to allocate and stream through
-    memory (Swin-T's first-stage MLP: 2x faster per batch slice on 2 CPU threads)."""
+    memory (Swin-T's first-stage MLP: 2x faster per batch slice on 2 CPU threads). Compiled or in training, its
+    linears on (B, H, W, C) maps may run as 1x1 convolutions (`map_linear`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not eager_inference(self):
-            return super().forward(x)
-        x = apply_inplace(self.act, self.fc1(x))
-        return self.drop2(self.fc2(self.norm(self.drop1(x))))
+        if eager_inference(self):
+            x = apply_inplace(self.act, self.fc1(x))
+        else:
+            x = self.act(map_linear(self.fc1, x))
+        return self.drop2(map_linear(self.fc2, self.norm(self.drop1(x))))
 
 
 class DWConvMlp(nn.Module):
