@@ -120,8 +120,8 @@ def clamp_window(feat_size: Size2, window_size: Size2, shift_size: Size2) -> Tup
 
 
 @shape_cache(maxsize=64)
-def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
-                 partition: str = 'window') -> Optional[torch.Tensor]:
+def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, partition: str = 'window',
+                 device=None) -> Optional[torch.Tensor]:
     wh, ww = window_size
     sh, sw = shift_size
     Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
@@ -129,11 +129,12 @@ def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
         return None
     # region label of every token in the rolled frame: Swin's 3x3 shift regions (bands n - w and n - s along each
     # shifted side), and padding (at the bottom/right before the roll: rolled position p was p + s) as a region
-    # of its own. Arithmetic on aranges, so a traced graph holds a few fused pointwise ops, not a loop of writes.
+    # of its own. Arithmetic on aranges, so a traced graph holds a few fused pointwise ops, not a loop of writes,
+    # made on the model's device (not built on the CPU and copied over on every call of a compiled CUDA model).
     def axis(n, w, s, valid):
         """(band, padded) of each position along one side of the rolled frame."""
-        pos = torch.arange(n)
-        band = (pos >= n - w).long() + (pos >= n - s).long() if s else torch.zeros(n, dtype=torch.long)
+        pos = torch.arange(n, device=device)
+        band = (pos >= n - w).long() + (pos >= n - s).long() if s else torch.zeros_like(pos)
         return band, (pos + s) % n >= valid
 
     band_h, pad_h = axis(Hp, wh, sh, H)
@@ -143,14 +144,14 @@ def _window_mask(H: int, W: int, window_size: Size2, shift_size: Size2,
     mask = windows[:, None, :] != windows[:, :, None]
     # -inf (a query always sees itself, so no row is all masked): the released models' -100 leaves weights of
     # e^-100, subnormal floats that slow every matmul they reach on x86 by 10-100x (padded small maps: 5x)
-    return torch.zeros(mask.shape).masked_fill_(mask, float('-inf'))
+    return torch.zeros(mask.shape, device=device).masked_fill_(mask, float('-inf'))
 
 
 def window_mask(H: int, W: int, window_size: Size2, shift_size: Size2, device=None, dtype=None,
                 partition: str = 'window'):
     """(num_windows, N, N) additive mask for a shifted and/or padded H x W map, or None when not needed."""
-    mask = _window_mask(H, W, tuple(window_size), tuple(shift_size), partition)
-    return None if mask is None else mask.to(device=device, dtype=dtype)
+    mask = _window_mask(H, W, tuple(window_size), tuple(shift_size), partition, device)
+    return None if mask is None else mask.to(dtype=dtype)
 
 
 @shape_cache(maxsize=128)
