@@ -257,6 +257,34 @@ def test_dense_backend_timings_are_measured_once_and_cached(tmp_path, monkeypatc
     assert all(t > 0 for mode in timings.values() for row in mode.values() for t in row.values())
 
 
+def test_first_measurement_inside_a_checkpointed_training_step(tmp_path, monkeypatch):
+    """On a machine with nothing measured yet, the first training step may be a checkpointed one: the dense and
+    map-linear timings then run inside checkpoint's forward, whose saved-tensor hooks must not take the timed
+    steps' tensors (the recompute saved fewer and checkpoint raised). Gradients equal an unmeasured step's."""
+    from zoo.layers import mlp
+    from zoo.layers.attention import dense
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4,
+                              num_classes=3, drop_path_rate=0.)
+    x = torch.randn(2, 3, 32, 32)
+    model(x).sum().backward()  # timings from this machine's cache
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    monkeypatch.setenv('ZOO_NATIVE_CACHE', str(tmp_path))
+    dense._dense_timings.cache_clear()
+    mlp._conv_trains_faster.cache_clear()
+    try:
+        model.set_grad_checkpointing(True)
+        model(x).sum().backward()
+        assert len(list((tmp_path / 'measured').glob('*.json'))) == 2  # both measured in this step
+    finally:
+        dense._dense_timings.cache_clear()
+        mlp._conv_trains_faster.cache_clear()
+    for got, want in zip((p.grad for p in model.parameters()), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_native_kernels_can_be_switched_off():
     """ZOO_NATIVE=0: no library, and the layers run their PyTorch paths."""
     code = ('import torch; from zoo.layers import _native; from zoo.layers.attention import dense_attention; '

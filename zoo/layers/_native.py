@@ -125,7 +125,10 @@ def measured(name: str, measure: Callable[[], Dict[str, Any]]) -> Dict[str, Any]
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    result = measure()
+    # the first call may come from inside a checkpointed forward: its saved-tensor hooks would take the timed
+    # steps' tensors as the block's own (and the recompute then saves fewer); identity hooks keep them apart
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        result = measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile('w', dir=path.parent, delete=False, suffix='.tmp') as f:
