@@ -20,7 +20,7 @@ __all__ = ['Mlp', 'DWConvMlp', 'map_linear']
 # Whether a linear on a channels-last (B, H, W, C) map runs faster as nn.Linear (MKL's sgemm) or as a 1x1
 # convolution of the map's NCHW view (oneDNN) depends on the CPU and the thread count: on a 2-core Zen 4, a training
 # step's linears (forward + backward) took 0.97x as long as convolutions on 1 thread but 1.08x on 2, where MKL
-# scales worse (FocalNet-T's training step 7% faster, Swin-T's 5%). So eager training measures it once per machine and
+# scales worse (FocalNet-T's training step 8% faster, Swin-T's 4%). So eager training measures it once per machine and
 # thread count (_native.measured) and takes the convolution only when it wins by _MARGIN.
 _MEASURED_SHAPES = ((192, 768), (768, 192))  # (in, out) of Swin-T's stage-2 MLP, on a 8 x 28 x 28 map
 _MARGIN = 1.05
