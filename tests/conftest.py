@@ -40,6 +40,23 @@ def flex_backward_on_cpu(monkeypatch):
 
 
 @pytest.fixture
+def captured_graphs():
+    """A torch.compile backend that runs each graph dynamo captures as is and records it: yields (backend, graphs),
+    graphs a list of (GraphModule, example inputs). Dynamo's caches are reset before and after."""
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append((gm, example_inputs))
+        return gm.forward
+
+    torch._dynamo.reset()
+    try:
+        yield record, graphs
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.fixture
 def dense_timings(monkeypatch):
     """The dense op's per-machine backend timings (zoo.layers.attention.dense._dense_timings) replaced by a given
     table, so that which backend a call takes does not depend on the CPU the tests run on. Returns a setter:

@@ -347,27 +347,18 @@ def test_focalnet_block_saves_no_more_for_backward_than_timms():
     assert mixer_bytes == b * h * w * (2 * dim + 3) * 4 + 7 * full + 2 * b * dim * 4
 
 
-def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs():
+def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs(captured_graphs):
     """Under torch.compile on CPU, FocalNet's linears on (B, H, W, C) maps (f, h, proj, the MLP) run as 1x1
     convolutions of the map's NCHW view (map_linear: oneDNN's conv beat MKL's sgemm there, compiled FocalNet-T
     0.86x -> 0.97x timm): the captured graph has no linear left but the classifier head's, and its outputs and
     gradients equal eager's."""
-    torch._dynamo.reset()
-    graphs = []
-
-    def record(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
+    record, graphs = captured_graphs
     torch.manual_seed(0)
     model = timm.create_model('zoo_focalnet_tiny_srf', embed_dim=8, depths=(1, 1), num_classes=5)
     compiled = torch.compile(model, backend=record)
     x = torch.randn(2, 3, 32, 32)
-    try:
-        out = compiled(x)
-        out.square().sum().backward()
-    finally:
-        torch._dynamo.reset()
+    out = compiled(x)
+    out.square().sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     expected = model(x)
@@ -375,7 +366,7 @@ def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs():
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads, (p.grad for p in model.parameters())):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    (graph,) = graphs
+    ((graph, _),) = graphs
     calls = [node.target for node in graph.graph.nodes if node.op == 'call_function']
     assert sum(t in (F.linear, torch._C._nn.linear) for t in calls) == 1  # the head
     assert sum(t in (F.conv2d, torch.conv2d) for t in calls) == 2 * (3 + 2) + 2 * 2 + 2  # + focal levels, stems

@@ -233,29 +233,20 @@ def test_one_width_spelling():
             timm.create_model(name, **{old: (8, 16, 32, 64)})
 
 
-def test_compiled_model_is_static_at_each_input_size():
+def test_compiled_model_is_static_at_each_input_size(captured_graphs):
     """torch.compile at a second input size retraces with symbolic sizes ('automatic dynamic'); padding to whole
     windows then made inductor spend minutes in sympy (zoo Swin-T: ~9 CPU-minutes against 70 s for the first
     compile). check_input specializes the image's H and W under dynamo: each size is one static graph, and the
     traced path (roll and window views, the shift mask computed in the graph) matches eager's gathers at both."""
-    torch._dynamo.reset()
-    graphs = []
-
-    def record(gm, example_inputs):
-        graphs.append(example_inputs)
-        return gm.forward
-
+    record, graphs = captured_graphs
     torch.manual_seed(0)
     model = timm.create_model('zoo_swin_tiny', embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4).eval()
     compiled = torch.compile(model, backend=record)
-    try:
-        with torch.no_grad():
-            for size in (32, 44):  # shifted blocks in both stages; at 44 the 11x11 and 6x6 maps are padded
-                x = torch.randn(2, 3, size, size)
-                torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
-    finally:
-        torch._dynamo.reset()
+    with torch.no_grad():
+        for size in (32, 44):  # shifted blocks in both stages; at 44 the 11x11 and 6x6 maps are padded
+            x = torch.randn(2, 3, size, size)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
     assert len(graphs) == 2
-    symbolic = [a for a in graphs[1] if isinstance(a, torch.SymInt)
+    symbolic = [a for a in graphs[1][1] if isinstance(a, torch.SymInt)
                 or isinstance(a, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in a.shape)]
     assert not symbolic, f'the second size compiled with symbolic sizes: {symbolic}'
