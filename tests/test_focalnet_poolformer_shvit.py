@@ -347,6 +347,20 @@ def test_focalnet_block_saves_no_more_for_backward_than_timms():
     assert mixer_bytes == b * h * w * (2 * dim + 3) * 4 + 7 * full + 2 * b * dim * 4
 
 
+def _training_step(forward, model: nn.Module, x: torch.Tensor):
+    """(output, parameter gradients) of one backward of forward(x).square().sum() from zeroed gradients."""
+    model.zero_grad()
+    out = forward(x)
+    out.square().sum().backward()
+    return out, [p.grad.clone() for p in model.parameters()]
+
+
+def _assert_same_step(got, want):
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    for got_grad, want_grad in zip(got[1], want[1]):
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs(captured_graphs):
     """Under torch.compile on CPU, FocalNet's linears on (B, H, W, C) maps (f, h, proj, the MLP) run as 1x1
     convolutions of the map's NCHW view (map_linear: oneDNN's conv beat MKL's sgemm there, compiled FocalNet-T
@@ -357,15 +371,7 @@ def test_compiled_focalnet_runs_its_map_linears_as_1x1_convs(captured_graphs):
     model = timm.create_model('zoo_focalnet_tiny_srf', embed_dim=8, depths=(1, 1), num_classes=5)
     compiled = torch.compile(model, backend=record)
     x = torch.randn(2, 3, 32, 32)
-    out = compiled(x)
-    out.square().sum().backward()
-    grads = [p.grad.clone() for p in model.parameters()]
-    model.zero_grad()
-    expected = model(x)
-    expected.square().sum().backward()
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads, (p.grad for p in model.parameters())):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    _assert_same_step(_training_step(compiled, model, x), _training_step(model, model, x))
     ((graph, _),) = graphs
     calls = [node.target for node in graph.graph.nodes if node.op == 'call_function']
     assert sum(t in (F.linear, torch._C._nn.linear) for t in calls) == 1  # the head
@@ -383,18 +389,12 @@ def test_training_map_linears_take_the_measured_choice(monkeypatch):
     as_conv = mlp._as_conv
     convs = []
     monkeypatch.setattr(mlp, '_as_conv', lambda linear, x: convs.append(linear) or as_conv(linear, x))
-    results = []
+    steps = []
     for faster in (False, True):
         monkeypatch.setattr(mlp, '_conv_trains_faster', lambda threads, faster=faster: faster)
-        model.zero_grad()
-        out = model(x)
-        out.square().sum().backward()
-        results.append((out, [p.grad.clone() for p in model.parameters()]))
+        steps.append(_training_step(model, model, x))
     assert len(convs) == 2 * 5 and all(isinstance(m, nn.Linear) for m in convs)
-    (out_linear, grads_linear), (out_conv, grads_conv) = results
-    torch.testing.assert_close(out_conv, out_linear, rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads_conv, grads_linear):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    _assert_same_step(*steps)
 
     def never(threads):
         raise AssertionError('inference asked for the training measurement')
