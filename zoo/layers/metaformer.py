@@ -10,6 +10,7 @@ import torch.nn as nn
 from timm.layers import DropPath, LayerScale, LayerScale2d
 
 from .mlp import Mlp
+from .residual import residual
 
 __all__ = ['MetaFormerBlock']
 
@@ -27,7 +28,7 @@ class MetaFormerBlock(nn.Module):
                  act_layer: Callable = nn.GELU, mlp_bias: bool = True, layer_scale_init: Optional[float] = None,
                  proj_drop: float = 0., drop_path: float = 0., fmt: str = 'NHWC', post_norm: bool = False):
         super().__init__()
-        self.post_norm = post_norm
+        self.post_norm, self.fmt = post_norm, fmt
         ls_layer = LayerScale2d if fmt == 'NCHW' else LayerScale
         self.norm1 = norm_layer(dim)
         self.mixer = mixer
@@ -40,7 +41,7 @@ class MetaFormerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.post_norm:
-            x = x + self.drop_path(self.ls1(self.norm1(self.mixer(x))))
-            return x + self.drop_path(self.ls2(self.norm2(self.mlp(x))))
-        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+            x = residual(x, lambda t: self.drop_path(self.ls1(self.norm1(self.mixer(t)))), self.fmt)
+            return residual(x, lambda t: self.drop_path(self.ls2(self.norm2(self.mlp(t)))), self.fmt)
+        x = residual(x, lambda t: self.drop_path(self.ls1(self.mixer(self.norm1(t)))), self.fmt)
+        return residual(x, lambda t: self.drop_path(self.ls2(self.mlp(self.norm2(t)))), self.fmt)

@@ -16,6 +16,7 @@ from timm.layers import DropPath, to_2tuple
 
 from ..layers import Mlp, WindowAttention, clamp_window
 from ..layers.init import trunc_normal_init_
+from ..layers.residual import residual
 from ._base import Backbone, Stage
 
 __all__ = ['MapBlock', 'MapHost', 'MixerHost', 'block_args', 'init_linears_', 'stage_sizes', 'stage_widths']
@@ -87,9 +88,11 @@ class MapBlock(nn.Module):
         self.attn.set_window_size(*self._window_shift(feat_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mixed = self.attn(self.norm1(x), block_input=x) if self.reads_block_input else self.attn(self.norm1(x))
-        x = x + self.drop_path1(mixed)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        def mix(t):
+            return self.attn(self.norm1(t), block_input=t) if self.reads_block_input else self.attn(self.norm1(t))
+
+        x = residual(x, lambda t: self.drop_path1(mix(t)))
+        return residual(x, lambda t: self.drop_path2(self.mlp(self.norm2(t))))
 
 
 class MapHost(Backbone):

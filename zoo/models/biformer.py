@@ -17,6 +17,7 @@ from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import init_weights_vit_timm
 
 from ..layers import AttentionLePE, BiLevelRoutingAttention, Mlp
+from ..layers.residual import residual
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -45,8 +46,8 @@ class BiFormerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x + self.pos_embed(x)).permute(0, 2, 3, 1)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        x = residual(x, lambda t: self.drop_path(self.attn(self.norm1(t))))
+        x = residual(x, lambda t: self.drop_path(self.mlp(self.norm2(t))))
         return x.permute(0, 3, 1, 2)
 
 

@@ -23,6 +23,7 @@ from ..layers.attention.channel import ChannelAttention
 from ..layers.attention.window import WindowAttention
 from ..layers.cpe import ConvPosEnc
 from ..layers.metaformer import MetaFormerBlock
+from ..layers.residual import residual
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -41,9 +42,9 @@ class DaViTBlock(MetaFormerBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cpe1(x)
-        x = x + self.drop_path(self.mixer(self.norm1(x)))
+        x = residual(x, lambda t: self.drop_path(self.mixer(self.norm1(t))))
         x = self.cpe2(x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return residual(x, lambda t: self.drop_path(self.mlp(self.norm2(t))))
 
 
 class _Stem(nn.Module):

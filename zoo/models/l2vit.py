@@ -18,6 +18,7 @@ from timm.models import generate_default_cfgs
 from ..layers import LinearGlobalAttention, LocalConcentration, LocalWindowAttention, Mlp
 from ..layers.cpe import ConvPosEnc
 from ..layers.init import trunc_normal_init_
+from ..layers.residual import residual
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -80,12 +81,12 @@ class L2ViTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cpe[0](x)
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+        x = residual(x, lambda t: self.drop_path(self.attn(self.norm1(t))))
         if self.is_global:
-            x = x + self.drop_path(self.local_mp(self.norm3(x)))
+            x = residual(x, lambda t: self.drop_path(self.local_mp(self.norm3(t))))
         else:
             x = self.cpe[1](x)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return residual(x, lambda t: self.drop_path(self.mlp(self.norm2(t))))
 
 
 class L2ViT(Backbone):

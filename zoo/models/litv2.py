@@ -19,6 +19,7 @@ from timm.models.vision_transformer import init_weights_vit_timm
 from ..layers import HiLo, PatchEmbed
 from ..layers.dtm import DeformableTokenMerging
 from ..layers.mlp import DWConvMlp
+from ..layers.residual import residual
 from ._base import Backbone, Stage
 from ._hosts import stage_widths
 from ._builder import build_model, cfg, licensed, register_variants
@@ -44,8 +45,8 @@ class LITBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.attn is not None:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            x = residual(x, lambda t: self.drop_path(self.attn(self.norm1(t))))
+        return residual(x, lambda t: self.drop_path(self.mlp(self.norm2(t))))
 
 
 class LITv2(Backbone):

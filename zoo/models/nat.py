@@ -30,6 +30,7 @@ from timm.models import generate_default_cfgs
 
 from ..layers import Mlp, WindowAttention
 from ..layers.attention.neighborhood import NeighborhoodAttention2D
+from ..layers.residual import residual
 from ._base import Stage
 from ._builder import build_model, cfg, licensed, register_variants
 from ._convert import rename
@@ -88,8 +89,8 @@ class NATBlock(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(x, lambda t: self.drop_path1(self.ls1(self.attn(self.norm1(t)))))
+        return residual(x, lambda t: self.drop_path2(self.ls2(self.mlp(self.norm2(t)))))
 
 
 class HostNeighborhoodAttention(NeighborhoodAttention2D):
