@@ -42,3 +42,32 @@ def test_short_cpu_self_attention_uses_bmm_when_training(dense_timings):
     for q, k in [(torch.zeros(1, 2, 256, 8),) * 2, (window, torch.zeros(1, 2, 98, 8)), (torch.zeros(1, 2, 4, 8),) * 2]:
         q, k = q.requires_grad_(), k.requires_grad_()
         assert dense_attention.candidates(q, k, k)[0] == 'sdpa', (q.shape, k.shape)
+
+
+@pytest.mark.parametrize('mixer,map_size', [('window', (14, 14)), ('window', (7, 7)), ('window', (1, 9)),
+                                            ('channel', (5, 6))])
+def test_attention_projections_train_as_the_measured_map_linear(monkeypatch, mixer, map_size):
+    """Window (Swin, DaViT, MaxViT) and channel (DaViT) attention run qkv and proj through map_linear: in eager
+    training as 1x1 convolutions where this machine measured them faster. Forced each way, outputs and gradients
+    agree, and both projections take the convolution; also with one window (7x7) or one-token-high windows (1x9),
+    whose size-1 dims leave the convolution's output layout to oneDNN."""
+    from zoo.layers import mlp
+    from zoo.layers.attention.channel import ChannelAttention
+    from zoo.layers.attention.window import WindowAttention
+    torch.manual_seed(0)
+    module = WindowAttention(16, 2, window_size=(7, 7)) if mixer == 'window' else ChannelAttention(16, 2)
+    x = torch.randn(2, *map_size, 16)
+    convs = []
+    as_conv = mlp._as_conv
+    monkeypatch.setattr(mlp, '_as_conv', lambda linear, t: convs.append(linear) or as_conv(linear, t))
+    results = []
+    for faster in (False, True):
+        monkeypatch.setattr(mlp, '_conv_trains_faster', lambda threads, faster=faster: faster)
+        module.zero_grad()
+        inp = x.clone().requires_grad_()
+        out = module(inp)
+        out.square().sum().backward()
+        results.append((out, inp.grad, module.qkv.weight.grad, module.proj.weight.grad))
+    assert convs == [module.qkv, module.proj]
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from ..mlp import map_linear
+
 __all__ = ['channel_attention', 'ChannelAttention']
 
 
@@ -41,6 +43,6 @@ class ChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         B, C = shape[0], shape[-1]
-        q, k, v = self.qkv(x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = map_linear(self.qkv, x).reshape(B, -1, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         x = channel_attention(q, k, v).transpose(1, 2).reshape(shape)  # a copy with dense rows: proj runs one GEMM
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(map_linear(self.proj, x))

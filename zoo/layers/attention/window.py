@@ -19,6 +19,7 @@ from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
 from .dense import dense_attention, native_is_fast
 from .. import _native
+from ..mlp import map_linear
 from .._cache import capturing_graph, eager_inference, shape_cache
 
 __all__ = [
@@ -286,13 +287,13 @@ class WindowAttention(WindowMixer):
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape
-        q, k, v = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = map_linear(self.qkv, x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
         bias = self.rel_pos() if self.rel_pos is not None else None  # heads, N, N
         if mask is not None:
             mask = mask.unsqueeze(1)  # nW, 1, N, N
             bias = mask if bias is None else bias + mask  # nW, heads, N, N
         x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(2, 3).reshape(B, nW, N, -1)))
+        return self.proj_drop(map_linear(self.proj, x.transpose(2, 3).reshape(B, nW, N, -1)))
 
 
 class GridAttention(WindowAttention):
