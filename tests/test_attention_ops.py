@@ -44,6 +44,20 @@ def test_short_cpu_self_attention_uses_bmm_when_training(dense_timings):
         assert dense_attention.candidates(q, k, k)[0] == 'sdpa', (q.shape, k.shape)
 
 
+def test_training_with_a_learned_bias_takes_bmm_where_sdpa_would_run_its_math_path(dense_timings):
+    """SDPA's fused CPU kernel has no bias gradient: with a bias that requires grad (relative position tables) it
+    runs its math path (the GEMMs plus a -inf scan of the scores), so such calls take the GEMMs whatever SDPA's fused
+    kernel measured; a constant bias (a shift mask) keeps the measured choice."""
+    dense_timings(training={k: {'bmm': 2., 'sdpa': 1.} for k in (16, 49, 100, 144, 196, 256)})
+    q = torch.zeros(1, 2, 49, 8, requires_grad=True)
+    learned, mask = torch.zeros(2, 49, 49, requires_grad=True), torch.zeros(2, 49, 49)
+    assert dense_attention.candidates(q, q, q, bias=learned)[0] == 'bmm'
+    assert dense_attention.candidates(q, q, q, bias=mask)[0] == 'sdpa'
+    from torch.nn.attention import SDPBackend  # the premise, in this torch: SDPA's own choice for each bias
+    assert SDPBackend(torch._fused_sdp_choice(q, q, q, learned[None])) == SDPBackend.MATH
+    assert SDPBackend(torch._fused_sdp_choice(q, q, q, mask[None])) == SDPBackend.FLASH_ATTENTION
+
+
 @pytest.mark.parametrize('mixer,map_size', [('window', (14, 14)), ('window', (7, 7)), ('window', (1, 9)),
                                             ('channel', (5, 6))])
 def test_attention_projections_train_as_the_measured_map_linear(monkeypatch, mixer, map_size):

@@ -160,7 +160,11 @@ def _short_cpu_self_attention(q, k, v, bias=None, scale=None, dropout_p=0.) -> b
         return False
     if capturing_graph():
         return _STATIC_BMM_TOKENS[0] <= k.shape[-2] <= _STATIC_BMM_TOKENS[1]
-    return _beats('bmm', ('sdpa',), k.shape[-2], _needs_grad(q, k, v, bias))
+    if _needs_grad(bias):
+        # a learned bias (relative position tables): SDPA's fused CPU kernel has no bias gradient, so SDPA runs its
+        # math path, these GEMMs plus a scan of every score row for -inf (2.1 ms per Swin-T stage-1 block)
+        return True
+    return _beats('bmm', ('sdpa',), k.shape[-2], _needs_grad(q, k, v))
 
 
 @dense_attention.register('bmm', priority=20, supports=_short_cpu_self_attention, runs=lambda *args, **kwargs: True)
