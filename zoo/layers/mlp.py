@@ -61,8 +61,8 @@ def _conv_trains_faster(threads: int) -> bool:
 def map_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """linear(x), or for an nn.Linear on a CPU float32 channels-last (B, H, W, C) map (or (B, windows, tokens, C)
     partition) the same as a 1x1 convolution of its NCHW view (no copy), where that is faster. Callers: the MLP,
-    FocalNet's projections, window and channel attention's qkv and proj (Swin-T's training step 3-4% faster for
-    these two, compiled 5%; 2-core Zen 4). Faster:
+    FocalNet's projections, window and channel attention's qkv and proj (the attention projections alone: Swin-T's
+    training step 3-4% faster, compiled 5%; 2-core Zen 4). Faster:
     - under torch.compile: inductor hands a linear to MKL's sgemm, which scales worse than oneDNN's convolution on
       2 AMD cores (compiled FocalNet-T on a Zen 4: ~620 ms per forward as linears, ~540 ms as 1x1 convolutions,
       timm's 1x1 convolutions ~530 ms). Not under torch.export: an exported graph keeps the model's own ops;
