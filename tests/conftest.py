@@ -40,20 +40,26 @@ def flex_backward_on_cpu(monkeypatch):
 
 
 @pytest.fixture
-def captured_graphs():
+def fresh_dynamo():
+    """Dynamo's caches reset before and after the test, so its compiles neither reuse nor leave graphs."""
+    torch._dynamo.reset()
+    try:
+        yield
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.fixture
+def captured_graphs(fresh_dynamo):
     """A torch.compile backend that runs each graph dynamo captures as is and records it: yields (backend, graphs),
-    graphs a list of (GraphModule, example inputs). Dynamo's caches are reset before and after."""
+    graphs a list of (GraphModule, example inputs)."""
     graphs = []
 
     def record(gm, example_inputs):
         graphs.append((gm, example_inputs))
         return gm.forward
 
-    torch._dynamo.reset()
-    try:
-        yield record, graphs
-    finally:
-        torch._dynamo.reset()
+    yield record, graphs
 
 
 @pytest.fixture

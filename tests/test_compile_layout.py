@@ -10,19 +10,15 @@ import zoo  # noqa: F401
 
 
 @pytest.mark.parametrize('name', ['zoo_focalnet_tiny_srf', 'zoo_swin_tiny'])
-def test_compiled_stream_keeps_channels_innermost(name):
+def test_compiled_stream_keeps_channels_innermost(name, fresh_dynamo):
     """Every map buffer of a stage width (20 or 40) that inductor allocates stores its channels innermost. Before
     `residual`, inductor's convolution layout rule gave the (B, H, W, C) stream channels-last strides for that
     shape, H innermost ([2, 16, 24, 20] at strides [7680, 1, 320, 16]), and every LayerNorm over C read it at a
     stride."""
     kwargs = dict(img_size=(64, 96), window_size=4, num_heads=(2, 4)) if 'swin' in name else {}
     model = timm.create_model(name, embed_dim=20, depths=(1, 1), num_classes=5, **kwargs).eval()
-    torch._dynamo.reset()
-    try:
-        with torch.no_grad(), torch._inductor.config.patch(force_disable_caches=True):
-            _, codes = run_and_get_code(torch.compile(model), torch.randn(2, 3, 64, 96))
-    finally:
-        torch._dynamo.reset()
+    with torch.no_grad(), torch._inductor.config.patch(force_disable_caches=True):
+        _, codes = run_and_get_code(torch.compile(model), torch.randn(2, 3, 64, 96))
     buffers = re.findall(r'empty_strided_cpu\(\((\d+), (\d+), (\d+), (\d+)\), \((\d+), (\d+), (\d+), (\d+)\)',
                          '\n'.join(codes))
     assert buffers, 'no 4-D buffer found in the generated code: has its format changed?'
