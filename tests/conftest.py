@@ -82,3 +82,13 @@ def dense_timings(monkeypatch):
 
     set_table()
     return set_table
+
+
+@pytest.fixture(autouse=True)
+def heap_requests(monkeypatch):
+    """The training tool tells glibc's heap to keep freed memory on CPU (zoo.train.heap); run in-process by a test
+    it would change the heap of the whole test session. Recorded instead: the list of requests."""
+    from zoo.train import engine
+    requests = []
+    monkeypatch.setattr(engine, 'keep_freed_memory', lambda: requests.append('keep') or True)
+    return requests

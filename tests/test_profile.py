@@ -292,11 +292,11 @@ def test_vs_timm_compiled_reports_compile_time_graphs_and_recompiles():  # induc
 
 
 def test_fault_free_environment_is_set_for_the_block_only(monkeypatch):
-    from zoo.profile.vs_timm import FAULT_FREE_MALLOC, _environment
+    from zoo.profile.vs_timm import KEEP_FREED_ENV, _environment
     monkeypatch.setenv('MALLOC_TOP_PAD_', '7')
     monkeypatch.delenv('MALLOC_MMAP_THRESHOLD_', raising=False)
-    with _environment(FAULT_FREE_MALLOC):
-        assert all(os.environ[k] == v for k, v in FAULT_FREE_MALLOC.items())
+    with _environment(KEEP_FREED_ENV):
+        assert all(os.environ[k] == v for k, v in KEEP_FREED_ENV.items())
     assert os.environ['MALLOC_TOP_PAD_'] == '7' and 'MALLOC_MMAP_THRESHOLD_' not in os.environ
 
 

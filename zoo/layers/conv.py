@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from timm.layers import ConvNormAct
 
 from ._cache import DerivedTensors, eager_inference
+from .mlp import inference_linear
 
 __all__ = ['conv_bn', 'ConvBn', 'ConvStem', 'ConvBnMlp', 'with_identity_tap', 'is_pointwise', 'pointwise_conv2d']
 
@@ -24,13 +25,12 @@ def pointwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     """conv2d(x, weight, bias) for a pointwise (O, C, 1, 1) kernel. On a channels-last map it is one GEMM over the
     (B*H*W, C) pixel rows, returned channels-last: SHViT-S4 runs 1.12x faster (batch 8, 2 CPU threads) than with
     oneDNN's conv; the same sums, float32 rounding aside. Shape-dependent: PoolFormer's 1x1-conv MLP ran 0.93x
-    this way, so it is used only where measured (ConvBn)."""
+    this way, so it is used only where measured (ConvBn). Eager inference only: the GEMM is inference_linear's."""
     if x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
         return F.conv2d(x, weight, bias)
     b, c, h, w = x.shape
     rows = x.permute(0, 2, 3, 1).reshape(-1, c)
-    weight = weight.reshape(weight.shape[0], c).t()
-    out = torch.addmm(bias, rows, weight) if bias is not None else rows @ weight
+    out = inference_linear(rows, weight.reshape(weight.shape[0], c), bias)
     return out.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._cache import DerivedTensors, eager_inference
-from .mlp import map_linear
+from .mlp import inference_linear, map_linear
 
 __all__ = ['focal_modulation', 'FocalModulation']
 
@@ -89,7 +89,7 @@ class FocalModulation(nn.Module):
             return F.pad(self.f.weight, (0, 0, 0, rows)), F.pad(bias, (0, rows))
 
         weight, bias = self._f_padded.get(pad, self.f.weight, self.f.bias)
-        return F.linear(x, weight, bias)[..., :width]
+        return inference_linear(x, weight, bias)[..., :width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, ctx, gates = self._project_in(x).split((self.dim, self.dim, self.focal_level + 1), dim=-1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Dict, Optional, Type
+from typing import Callable, Dict, Optional, Type
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ from . import _native
 from ._cache import capturing_graph, eager_inference
 from .activations import apply_inplace
 
-__all__ = ['Mlp', 'DWConvMlp', 'map_linear']
+__all__ = ['Mlp', 'DWConvMlp', 'map_linear', 'inference_linear']
 
 
 # Whether a linear on a channels-last (B, H, W, C) map runs faster as nn.Linear (MKL's sgemm) or as a 1x1
@@ -31,9 +31,23 @@ def _as_conv(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x.permute(0, 3, 1, 2), weight, linear.bias).permute(0, 2, 3, 1)
 
 
+def _best_times(candidates: Dict[str, Callable[[], object]], reps: int = 5) -> Dict[str, float]:
+    """{name: seconds}: each candidate's best of `reps` wall times after a warm-up, the candidates taking turns (the
+    threads run in parallel; the best is the least disturbed)."""
+    for fn in candidates.values():
+        fn()
+    best = dict.fromkeys(candidates, float('inf'))
+    for _ in range(reps):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def _measure_map_linear() -> Dict[str, float]:
     """{'linear' | 'conv': seconds} of a training step's linears (forward + backward) on _MEASURED_SHAPES at this
-    thread count: best of 5 wall times (the threads run in parallel; the best is the least disturbed), ~1 s."""
+    thread count, ~1 s."""
     gen = torch.Generator().manual_seed(0)
     times = {'linear': 0., 'conv': 0.}
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast('cpu', enabled=False):
@@ -41,14 +55,10 @@ def _measure_map_linear() -> Dict[str, float]:
             linear = nn.Linear(c_in, c_out)
             x = torch.randn(8, 28, 28, c_in, generator=gen, requires_grad=True)
             grad = torch.randn(8, 28, 28, c_out, generator=gen)
-            for name, fn in (('linear', linear), ('conv', functools.partial(_as_conv, linear))):
-                fn(x).backward(grad)  # warm-up
-                best = float('inf')
-                for _ in range(5):
-                    start = time.perf_counter()
-                    fn(x).backward(grad)
-                    best = min(best, time.perf_counter() - start)
-                times[name] += best
+            steps = {'linear': lambda: linear(x).backward(grad),
+                     'conv': lambda: _as_conv(linear, x).backward(grad)}
+            for name, seconds in _best_times(steps).items():
+                times[name] += seconds
     return times
 
 
@@ -58,18 +68,75 @@ def _conv_trains_faster(threads: int) -> bool:
     return times['conv'] * _MARGIN <= times['linear']
 
 
+# Eager inference: the same GEMMs through oneDNN's matmul (torch.ops.mkldnn._linear_pointwise) instead of MKL's
+# sgemm. On a 2-core Zen 4 (AVX-512) oneDNN took 0.88x as long over Swin-T's
+# sixteen batch-slice shapes and was never slower at one; other CPUs may differ, so it is measured once per machine
+# and thread count on slices of Swin-T's stages 1, 2 and 4 (rows, in, out).
+_INFERENCE_SHAPES = ((3136, 96, 288), (1568, 768, 192), (392, 768, 3072))
+_INFERENCE_MARGIN = 1.03
+
+
+def _measure_inference_linear() -> Dict[str, float]:
+    """{'mkl' | 'onednn': seconds} of the linears of _INFERENCE_SHAPES at this thread count, ~0.3 s."""
+    if not torch.backends.mkldnn.is_available():
+        return {'mkl': 0., 'onednn': float('inf')}
+    gen = torch.Generator().manual_seed(0)
+    times = {'mkl': 0., 'onednn': 0.}
+    with torch.inference_mode():
+        for rows, c_in, c_out in _INFERENCE_SHAPES:
+            x = torch.randn(rows, c_in, generator=gen)
+            weight, bias = torch.randn(c_out, c_in, generator=gen), torch.randn(c_out, generator=gen)
+            linears = {'mkl': lambda: F.linear(x, weight, bias), 'onednn': lambda: _onednn_linear(x, weight, bias)}
+            for name, seconds in _best_times(linears).items():
+                times[name] += seconds
+    return times
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_infers_faster(threads: int) -> bool:
+    times = _native.measured(f'linear_infer_t{threads}_v1', _measure_inference_linear)
+    return times['onednn'] * _INFERENCE_MARGIN <= times['mkl']
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """F.linear(x, weight, bias) for eager inference (no autograd: oneDNN's op has no backward): on a CPU float32
+    input, run by whichever of MKL and oneDNN was measured faster here (_onednn_infers_faster)."""
+    if (x.device.type == 'cpu' and x.dtype == weight.dtype == torch.float32
+            and torch.backends.mkldnn.enabled and _onednn_infers_faster(torch.get_num_threads())):
+        return _onednn_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """An nn.Linear itself (not a subclass with its own forward) with no forward hooks: calling F.linear or a 1x1
+    convolution on its weights instead of the module changes nothing a user can see."""
+    hooks = nn.modules.module
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks
+                                              or hooks._global_forward_hooks or hooks._global_forward_pre_hooks)
+
+
 def map_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """linear(x), or for an nn.Linear on a CPU float32 channels-last (B, H, W, C) map (or (B, windows, tokens, C)
-    partition) the same as a 1x1 convolution of its NCHW view (no copy), where that is faster. Callers: the MLP,
-    FocalNet's projections, window and channel attention's qkv and proj (the attention projections alone: Swin-T's
-    training step 3-4% faster, compiled 5%; 2-core Zen 4). Faster:
-    - under torch.compile: inductor hands a linear to MKL's sgemm, which scales worse than oneDNN's convolution on
-      2 AMD cores (compiled FocalNet-T on a Zen 4: ~620 ms per forward as linears, ~540 ms as 1x1 convolutions,
-      timm's 1x1 convolutions ~530 ms). Not under torch.export: an exported graph keeps the model's own ops;
-    - in eager training, where measured faster on this machine at this thread count (_conv_trains_faster).
-    Eager inference keeps the linear: its batch slices are small enough that the two are even."""
-    if (x.dim() != 4 or not isinstance(linear, nn.Linear) or x.device.type != 'cpu'
-            or x.dtype != torch.float32):
+    """linear(x) for an nn.Linear on a CPU float32 (B, H, W, C) map or (B, windows, tokens, C) partition, run the
+    fastest way measured for the mode:
+    - eager inference: oneDNN's or MKL's GEMM (inference_linear), any input rank;
+    - under torch.compile: as a 1x1 convolution of the map's NCHW view (no copy): inductor hands a linear to MKL's
+      sgemm, which scales worse than oneDNN's convolution on 2 AMD cores (compiled FocalNet-T on a Zen 4: ~620 ms
+      per forward as linears, ~540 ms as 1x1 convolutions, timm's 1x1 convolutions ~530 ms). Not under
+      torch.export: an exported graph keeps the model's own ops;
+    - eager training: as that convolution where measured faster on this machine at this thread count
+      (_conv_trains_faster).
+    Callers: the MLP, FocalNet's projections, window and channel attention's qkv and proj (the attention
+    projections alone: Swin-T's training step 3-4% faster, compiled 5%; 2-core Zen 4). A subclass of nn.Linear or
+    one with forward hooks is called as a module."""
+    if not _plain_linear(linear) or x.device.type != 'cpu' or x.dtype != torch.float32:
+        return linear(x)
+    if eager_inference():
+        return inference_linear(x, linear.weight, linear.bias)
+    if x.dim() != 4:
         return linear(x)
     if torch.compiler.is_compiling():
         as_conv = not torch.compiler.is_exporting()
@@ -87,7 +154,7 @@ class Mlp(_TimmMlp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if eager_inference(self):
-            x = apply_inplace(self.act, self.fc1(x))
+            x = apply_inplace(self.act, map_linear(self.fc1, x))
         else:
             x = self.act(map_linear(self.fc1, x))
         return self.drop2(map_linear(self.fc2, self.norm(self.drop1(x))))

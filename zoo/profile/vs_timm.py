@@ -10,8 +10,8 @@ Each model runs in a process of its own (the other one waits, idle, while it run
 the two models share glibc's heap: one model's allocation pattern decides how often the other's large
 tensors are mapped and page-faulted in afresh, which moved timm's Swin-T/DaViT-T by 10-15% at batch 8.
 
-`fault_free=True` starts both processes with glibc's heap told to keep freed memory (FAULT_FREE_MALLOC), so
-neither pays page faults for fresh large tensors: it compares compute alone. In the default heap timm's
+`fault_free=True` starts both processes with glibc's heap told to keep freed memory (zoo.train.heap, as
+tools/train.py sets it on CPU), so neither pays page faults for fresh large tensors: it compares compute alone. In the default heap timm's
 DaViT-T page-faults ~220 MB per batch-8 forward (0.15 s of system time), zoo's ~28 MB.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from unittest import mock
 
 import torch
 
+from ..train.heap import KEEP_FREED_ENV
 from .flops import make_inputs
 from .paper import paper_table
 from .speed import (
@@ -114,9 +115,6 @@ def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> flo
     return (a(x).float() - b(x).float()).abs().max().item()
 
 
-# glibc: serve every allocation from the heap (no per-tensor mmap) and never give freed memory back to the system
-FAULT_FREE_MALLOC = {'MALLOC_MMAP_THRESHOLD_': str(2 ** 30), 'MALLOC_TRIM_THRESHOLD_': str(2 ** 34),
-                     'MALLOC_TOP_PAD_': str(2 ** 27)}
 
 
 def _environment(env: Dict[str, str]):
@@ -193,7 +191,7 @@ def _time_alternately(models: Dict[str, torch.nn.Module], size, batch_size: int,
             conn, child_conn = ctx.Pipe()
             proc = ctx.Process(target=_timing_worker, args=(child_conn, model, size, batch_size, opts),
                                kwargs=(worker_kwargs or {}).get(key, {}), daemon=True)
-            with _environment(FAULT_FREE_MALLOC if fault_free else {}):
+            with _environment(KEEP_FREED_ENV if fault_free else {}):
                 proc.start()
             workers[key] = (proc, conn)
 
@@ -391,7 +389,7 @@ def format_compare(report: Dict[str, Any]) -> str:
     lines += ['', f'Options: {what}, input {o["input_size"]}, batch {o["batch_size"]}, device {o["device"]}, '
               f'dtype {o["dtype"]}, amp {o["amp"]}, channels_last {o["channels_last"]}, compile {o["compile"]}, '
               f'threads {ctx["threads"]}, {o["rounds"]} interleaved rounds x {o["iters_per_round"]} iters (ABBA order), '
-              f'warmup {o["warmup"]}' + (', fault-free heap (FAULT_FREE_MALLOC).' if o.get('fault_free') else '.'),
+              f'warmup {o["warmup"]}' + (', fault-free heap (KEEP_FREED_ENV).' if o.get('fault_free') else '.'),
               f'Context: torch {ctx["torch"]}, timm {ctx["timm"]}, {ctx.get("gpu") or ctx["cpu"]}, '
               f'load average {ctx.get("loadavg")}, {ctx["date_utc"]} UTC.']
     if memory:

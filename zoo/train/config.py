@@ -100,6 +100,9 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument('--deterministic', action='store_true', help='torch.use_deterministic_algorithms (bitwise repeatable)')
     g.add_argument('--device', default='', help="'' = cuda if available, else cpu")
     g.add_argument('--amp', action='store_true', help='mixed precision (autocast)')
+    g.add_argument('--default-heap', action='store_true',
+                   help="on CPU, leave glibc's heap as it is (by default it keeps freed memory: no page faults for "
+                        "each step's large activations, at the cost of keeping the peak resident; zoo.train.heap)")
     g.add_argument('--amp-dtype', default='bfloat16', choices=['bfloat16', 'float16'])
     g.add_argument('--log-interval', type=int, default=50, help='steps between rows of steps.csv')
     g.add_argument('--save-every-steps', type=int, default=0, help='also write last.pth every N steps (mid-epoch)')

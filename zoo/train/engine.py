@@ -50,6 +50,7 @@ from . import UsageError
 from .checkpoint import check_file, get_rng_state, load_checkpoint, save_atomic, set_rng_state
 from .data import build_eval_loader, build_train_loader, check_image_folder, find_split
 from .dist import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
+from .heap import keep_freed_memory
 
 _logger = logging.getLogger('zoo.train')
 
@@ -446,6 +447,8 @@ def run(args) -> Dict[str, Any]:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True)
     info = init_distributed(args.device)
+    if info.device.type == 'cpu' and not args.default_heap:
+        keep_freed_memory()
     try:
         summary = Trainer(args, info).fit()
         if info.is_main:

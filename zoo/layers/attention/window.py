@@ -19,7 +19,7 @@ from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 
 from .dense import dense_attention, native_is_fast
 from .. import _native
-from ..mlp import map_linear
+from ..mlp import inference_linear, map_linear
 from .._cache import capturing_graph, eager_inference, shape_cache
 
 __all__ = [
@@ -274,7 +274,7 @@ class WindowAttention(WindowMixer):
         mask = window_mask(H, W, self.window_size, self.shift_size, device=x.device, dtype=x.dtype,
                            partition=self.partition)
         order, _ = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
-        qkv = F.linear(x.reshape(B, Hp * Wp, C), self.qkv.weight)  # its bias is added by the kernel
+        qkv = inference_linear(x.reshape(B, Hp * Wp, C), self.qkv.weight)  # its bias is added by the kernel
         qkv_bias = None if self.qkv.bias is None else self.qkv.bias.data_ptr()
         bias = self.rel_pos() if self.rel_pos is not None else None
         out = qkv.new_empty(B, Hp * Wp, self.num_heads * self.head_dim)
@@ -283,7 +283,7 @@ class WindowAttention(WindowMixer):
             order.numel() // N, N, None if bias is None else bias.data_ptr(),
             None if mask is None else mask.data_ptr(), out.data_ptr(), self.head_dim ** -0.5, torch.get_num_threads())
         assert status == 0, 'zoo_window_attention_f32 refused a shape _native_runs accepted'
-        return self._crop(self.proj(out).view(B, Hp, Wp, -1), H, W)
+        return self._crop(map_linear(self.proj, out).view(B, Hp, Wp, -1), H, W)
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape
