@@ -154,14 +154,17 @@ TINY_LINEAR_MODELS = {
     'zoo_swin_tiny': dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2), window_size=4),
     'zoo_focalnet_tiny_srf': dict(embed_dim=8, depths=(1, 1)),
     'zoo_davit_tiny': dict(embed_dim=(16, 32), depths=(1, 1), num_heads=(1, 2)),
+    'zoo_nat_tiny': dict(embed_dim=8, mlp_ratio=2, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3),
+    'zoo_convit_tiny': dict(depth=3, local_up_to_layer=2, embed_dim=48, num_heads=4, img_size=32),  # GPSA + MHSA
 }
 
 
 @pytest.mark.parametrize('name', sorted(TINY_LINEAR_MODELS))
 def test_inference_linears_take_the_measured_gemm(monkeypatch, name):
-    """At eager inference the map linears (MLP, attention qkv / proj, FocalNet's projections) run on oneDNN's GEMM
-    or MKL's, whichever this machine measured faster (zoo.layers.mlp._onednn_infers_faster): forced either way the
-    logits agree, oneDNN's op runs only when chosen, and a forward with grad never asks for the measurement."""
+    """At eager inference the linears of the MLPs and mixers (attention qkv / proj, FocalNet's projections), on maps
+    or tokens, run on oneDNN's GEMM or MKL's, whichever this machine measured faster
+    (zoo.layers.mlp._onednn_infers_faster): forced either way the logits agree, oneDNN's op runs only when chosen,
+    and a forward with grad never asks for the measurement."""
     import timm
     from zoo.layers import mlp
     torch.manual_seed(0)
@@ -179,7 +182,7 @@ def test_inference_linears_take_the_measured_gemm(monkeypatch, name):
         assert bool(calls) == faster
     torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=1e-5)
     blocks = len([m for m in model.modules() if isinstance(m, mlp.Mlp)])
-    assert len(calls) >= 4 * blocks  # qkv, proj, fc1, fc2 (FocalNet: f, h, proj, fc1, fc2)
+    assert len(calls) >= 4 * blocks  # qkv, proj, fc1, fc2 (FocalNet: f, h, proj, fc1, fc2; GPSA: qk, v, proj, ...)
 
     def never(threads):
         raise AssertionError('a forward with grad asked for the inference measurement')

@@ -175,7 +175,7 @@ class DWConvMlp(nn.Module):
         self.fc2 = nn.Linear(hidden_features, out_features or in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
+        x = map_linear(self.fc1, x)
         x = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = self.drop(self.act(x))
-        return self.drop(self.fc2(x))
+        return self.drop(map_linear(self.fc2, x))

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import to_2tuple
+from .mlp import map_linear
 
 __all__ = ['PatchEmbed', 'PatchMerging']
 
@@ -45,4 +46,4 @@ class PatchMerging(nn.Module):
             H, W = H + H % 2, W + W % 2
         # channel order (h, w): (0,0), (1,0), (0,1), (1,1), as the released Swin weights expect
         x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)
-        return self.reduction(self.norm(x))
+        return map_linear(self.reduction, self.norm(x))

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from timm.layers import to_2tuple, trunc_normal_
 
 from .dense import dense_attention
+from ..mlp import map_linear
 
 __all__ = ['agent_attention', 'agent_position_biases', 'resize_agent_biases', 'resize_grid', 'AgentAttention']
 
@@ -155,7 +156,7 @@ class AgentAttention(nn.Module):
         B, L, C = x.shape
         H, W = feat_size
         P = self.num_prefix_tokens
-        qkv = self.qkv(x)
+        qkv = map_linear(self.qkv, x)
         q_map = qkv[:, P:, :C].transpose(1, 2).reshape(B, C, H, W)
         agents = F.adaptive_avg_pool2d(q_map, self.agent_shape)  # B, C, a_h, a_w
         agents = agents.reshape(B, self.num_heads, self.head_dim, -1).transpose(-2, -1)
@@ -170,7 +171,7 @@ class AgentAttention(nn.Module):
         v_map = qkv[:, P:, 2 * C:].transpose(1, 2).reshape(B, C, H, W)
         local = self.dwc(v_map).flatten(2).transpose(1, 2)
         out = torch.cat([out[:, :P], out[:, P:] + local], dim=1) if P else out + local
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(map_linear(self.proj, out))
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, agent_num={self.agent_num}, agent_shape={self.agent_shape}, '

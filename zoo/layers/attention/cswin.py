@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from .dense import dense_attention
 from .window import window_partition, window_reverse
+from ..mlp import map_linear
 
 __all__ = ['stripe_attention', 'cswin_attention', 'CSWinAttention']
 
@@ -115,10 +116,10 @@ class CSWinAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        qkv = self.qkv(x).view(B, H, W, 3, C)
+        qkv = map_linear(self.qkv, x).view(B, H, W, 3, C)
         out = cswin_attention(qkv, self.num_heads, self.split_size, [m.weight for m in self.lepe],
                               [m.bias for m in self.lepe], dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(map_linear(self.proj, out))
 
     def extra_repr(self) -> str:
         return f'num_heads={self.num_heads}, split_size={self.split_size}'

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .dispatch import AttentionOp
 from .. import _native
 from .._cache import capturing_graph
+from ..mlp import map_linear
 
 __all__ = ['dense_attention', 'Attention']
 
@@ -283,6 +284,6 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = map_linear(self.qkv, x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+        return self.proj_drop(map_linear(self.proj, x.transpose(1, 2).reshape(B, N, -1)))

@@ -23,6 +23,7 @@ import torch.nn as nn
 from .dense import dense_attention
 from .dispatch import AttentionOp
 from .._cache import shape_cache
+from ..mlp import map_linear
 
 __all__ = ['gpsa', 'gpsa_offsets', 'GPSA']
 
@@ -131,8 +132,8 @@ class GPSA(nn.Module):
         else:
             (B, _, C), (H, W) = shape, feat_size
         N = H * W
-        q, k = self.qk(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        q, k = map_linear(self.qk, x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        v = map_linear(self.v, x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         pos_logits = self.pos_proj(gpsa_offsets(H, W, device=x.device, dtype=self.pos_proj.weight.dtype))
         x = gpsa(q, k, v, pos_logits.permute(2, 0, 1), self.gating_param)  # heads, N, N
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(shape)))
+        return self.proj_drop(map_linear(self.proj, x.transpose(1, 2).reshape(shape)))

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._cache import capturing_graph
+from ..mlp import map_linear
 
 __all__ = ['inline_attention', 'dynamic_depthwise_conv', 'InLineAttention']
 
@@ -117,7 +118,7 @@ class InLineAttention(nn.Module):
         B, L, C = x.shape
         H, W = feat_size
         P = self.num_prefix_tokens
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = map_linear(self.qkv, x).view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         phi = _KERNELS[self.kernel_func]
         out = inline_attention(phi(q) if phi else q, phi(k) if phi else k, v)
         out = out.transpose(1, 2).reshape(B, L, C)
@@ -132,7 +133,7 @@ class InLineAttention(nn.Module):
             local = local + self.lepe(v_map)
         local = local.flatten(2).transpose(1, 2).to(out.dtype)
         out = torch.cat([out[:, :P], out[:, P:] + local], dim=1) if P else out + local
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(map_linear(self.proj, out))
 
     def extra_repr(self) -> str:
         return f'num_heads={self.num_heads}, kernel_func={self.kernel_func!r}'

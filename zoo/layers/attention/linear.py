@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .dense import dense_attention
 from .window import WindowMixer
+from ..mlp import map_linear
 
 __all__ = ['relu_linear_attention', 'LinearGlobalAttention', 'LocalConcentration', 'LocalWindowAttention']
 
@@ -54,9 +55,9 @@ class LinearGlobalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        q, k, v = self.qkv(x).view(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = map_linear(self.qkv, x).view(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = relu_linear_attention(q, k, v, self.temperature, self.clamp_min)
-        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, H, W, C)))
+        return self.proj_drop(map_linear(self.proj, out.transpose(1, 2).reshape(B, H, W, C)))
 
 
 class LocalConcentration(nn.Module):
@@ -91,7 +92,7 @@ class LocalWindowAttention(WindowMixer):
 
     def mix(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
         B, nW, N, _ = x.shape
-        q, k, v = self.qkv(x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = map_linear(self.qkv, x).view(B, nW, N, 3, self.num_heads, self.head_dim).permute(3, 0, 1, 4, 2, 5)
         bias = None if mask is None else mask.unsqueeze(1)  # nW, 1, N, N
         x = dense_attention(q, k, v, bias=bias, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(2, 3).reshape(B, nW, N, -1)))
+        return self.proj_drop(map_linear(self.proj, x.transpose(2, 3).reshape(B, nW, N, -1)))

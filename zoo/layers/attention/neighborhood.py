@@ -64,6 +64,7 @@ from timm.layers import to_2tuple, trunc_normal_
 
 from .dispatch import AttentionOp
 from .._cache import shape_cache
+from ..mlp import map_linear
 
 __all__ = ['neighborhood_attention', 'na1d', 'na2d', 'na3d', 'natten_available', 'NeighborhoodAttention2D',
            'clip_dilation']
@@ -607,11 +608,11 @@ class NeighborhoodAttention2D(nn.Module):
         dilation, (Hp, Wp) = self.effective(H, W)
         if (Hp, Wp) != (H, W):
             x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
-        q, k, v = self.qkv(x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
+        q, k, v = map_linear(self.qkv, x).view(B, Hp, Wp, 3, self.num_heads, self.head_dim).unbind(3)
         x = na2d(q, k, v, self.kernel_size, dilation, rpb=self.rpb, scale=self.scale).reshape(B, Hp, Wp, -1)
         if (Hp, Wp) != (H, W):
             x = x[:, :H, :W]
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(map_linear(self.proj, x))
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, kernel_size={self.kernel_size}, dilation={self.dilation}, '

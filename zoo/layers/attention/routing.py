@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from .dense import dense_attention
 from .dispatch import AttentionOp
 from .window import window_partition, window_reverse
+from ..mlp import map_linear
 
 __all__ = ['routing_attention', 'region_routing', 'BiLevelRoutingAttention', 'AttentionLePE']
 
@@ -130,12 +131,12 @@ class BiLevelRoutingAttention(nn.Module):
         pad_h, pad_w = (-H) % S, (-W) % S
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        q, k, v = self.qkv(x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
+        q, k, v = map_linear(self.qkv, x).split([self.qk_dim, self.qk_dim, self.dim], dim=-1)
         out = routing_attention(q, k, v, n_win=S, topk=min(self.topk, S * S), num_heads=self.num_heads,
                                 scale=self.scale)
         if self.lepe is not None:
             out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        out = self.proj(out)
+        out = map_linear(self.proj, out)
         if pad_h or pad_w:
             out = out[:, :H, :W].contiguous()
         return out
@@ -157,8 +158,8 @@ class AttentionLePE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
-        q, k, v = self.qkv(x).view(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = map_linear(self.qkv, x).view(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         out = dense_attention(q, k, v).transpose(1, 2).reshape(B, H, W, C)
         if self.lepe is not None:
             out = out + self.lepe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return self.proj(out)
+        return map_linear(self.proj, out)
