@@ -129,8 +129,8 @@ def map_linear(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
       torch.export: an exported graph keeps the model's own ops;
     - eager training: as that convolution where measured faster on this machine at this thread count
       (_conv_trains_faster).
-    Callers: the MLP, FocalNet's projections, window and channel attention's qkv and proj (the attention
-    projections alone: Swin-T's training step 3-4% faster, compiled 5%; 2-core Zen 4). A subclass of nn.Linear or
+    Callers: the MLPs, every attention mixer's qkv and proj (window and channel attention's alone: Swin-T's training
+    step 3-4% faster, compiled 5%; 2-core Zen 4), FocalNet's projections, patch merging. A subclass of nn.Linear or
     one with forward hooks is called as a module."""
     if not _plain_linear(linear) or x.device.type != 'cpu' or x.dtype != torch.float32:
         return linear(x)
