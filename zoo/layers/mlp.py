@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Dict, Optional, Type
+from typing import Callable, Dict, Iterable, Optional, Type
 
 import torch
 import torch.nn as nn
@@ -31,35 +31,38 @@ def _as_conv(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x.permute(0, 3, 1, 2), weight, linear.bias).permute(0, 2, 3, 1)
 
 
-def _best_times(candidates: Dict[str, Callable[[], object]], reps: int = 5) -> Dict[str, float]:
-    """{name: seconds}: each candidate's best of `reps` wall times after a warm-up, the candidates taking turns (the
-    threads run in parallel; the best is the least disturbed)."""
-    for fn in candidates.values():
-        fn()
-    best = dict.fromkeys(candidates, float('inf'))
-    for _ in range(reps):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
+def _best_times(cases: Iterable[Dict[str, Callable[[], object]]], reps: int = 5) -> Dict[str, float]:
+    """{name: seconds}: each candidate's best of `reps` wall times after a warm-up, summed over the cases (dicts of
+    candidates doing the same work), the candidates taking turns (the threads run in parallel; the best is the
+    least disturbed)."""
+    total: Dict[str, float] = {}
+    for candidates in cases:
+        for fn in candidates.values():
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+        best = dict.fromkeys(candidates, float('inf'))
+        for _ in range(reps):
+            for name, fn in candidates.items():
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+        for name, seconds in best.items():
+            total[name] = total.get(name, 0.) + seconds
+    return total
 
 
 def _measure_map_linear() -> Dict[str, float]:
     """{'linear' | 'conv': seconds} of a training step's linears (forward + backward) on _MEASURED_SHAPES at this
     thread count, ~1 s."""
     gen = torch.Generator().manual_seed(0)
-    times = {'linear': 0., 'conv': 0.}
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast('cpu', enabled=False):
+
+    def cases():
         for c_in, c_out in _MEASURED_SHAPES:
             linear = nn.Linear(c_in, c_out)
             x = torch.randn(8, 28, 28, c_in, generator=gen, requires_grad=True)
             grad = torch.randn(8, 28, 28, c_out, generator=gen)
-            steps = {'linear': lambda: linear(x).backward(grad),
-                     'conv': lambda: _as_conv(linear, x).backward(grad)}
-            for name, seconds in _best_times(steps).items():
-                times[name] += seconds
-    return times
+            yield {'linear': lambda: linear(x).backward(grad), 'conv': lambda: _as_conv(linear, x).backward(grad)}
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast('cpu', enabled=False):
+        return _best_times(cases())
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,15 +84,14 @@ def _measure_inference_linear() -> Dict[str, float]:
     if not torch.backends.mkldnn.is_available():
         return {'mkl': 0., 'onednn': float('inf')}
     gen = torch.Generator().manual_seed(0)
-    times = {'mkl': 0., 'onednn': 0.}
-    with torch.inference_mode():
+
+    def cases():
         for rows, c_in, c_out in _INFERENCE_SHAPES:
             x = torch.randn(rows, c_in, generator=gen)
             weight, bias = torch.randn(c_out, c_in, generator=gen), torch.randn(c_out, generator=gen)
-            linears = {'mkl': lambda: F.linear(x, weight, bias), 'onednn': lambda: _onednn_linear(x, weight, bias)}
-            for name, seconds in _best_times(linears).items():
-                times[name] += seconds
-    return times
+            yield {'mkl': lambda: F.linear(x, weight, bias), 'onednn': lambda: _onednn_linear(x, weight, bias)}
+    with torch.inference_mode():
+        return _best_times(cases())
 
 
 @functools.lru_cache(maxsize=None)
