@@ -163,8 +163,8 @@ TINY_LINEAR_MODELS = {
 def test_inference_linears_take_the_measured_gemm(monkeypatch, name):
     """At eager inference the linears of the MLPs and mixers (attention qkv / proj, FocalNet's projections), on maps
     or tokens, run on oneDNN's GEMM or MKL's, whichever this machine measured faster
-    (zoo.layers.mlp._onednn_infers_faster): forced either way the logits agree, oneDNN's op runs only when chosen,
-    and a forward with grad never asks for the measurement."""
+    (zoo.layers.mlp._onednn_infers_faster): forced either way the logits agree, oneDNN's op runs only when chosen
+    and never under autocast, and a forward with grad never asks for the measurement."""
     import timm
     from zoo.layers import mlp
     torch.manual_seed(0)
@@ -183,6 +183,10 @@ def test_inference_linears_take_the_measured_gemm(monkeypatch, name):
     torch.testing.assert_close(logits[True], logits[False], atol=1e-5, rtol=1e-5)
     blocks = len([m for m in model.modules() if isinstance(m, mlp.Mlp)])
     assert len(calls) >= 4 * blocks  # qkv, proj, fc1, fc2 (FocalNet: f, h, proj, fc1, fc2; GPSA: qk, v, proj, ...)
+
+    calls.clear()
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):  # autocast's casts apply as to F.linear
+        assert model(x).dtype == torch.bfloat16 and not calls
 
     def never(threads):
         raise AssertionError('a forward with grad asked for the inference measurement')

@@ -92,7 +92,12 @@ def test_native_window_attention_matches_partitioned_path(layer, size):
         with force_backend('reference', op='dense'):
             assert not m._native_runs(x)
             ref = m(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):  # bfloat16 projections: the kernel steps aside
+            assert not m._native_runs(x)
+            autocast = m(x)
     torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    assert autocast.dtype == torch.bfloat16
+    torch.testing.assert_close(autocast.float(), ref, atol=0.1, rtol=0.05)
 
 
 def _subnormals(t):

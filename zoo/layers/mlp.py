@@ -106,8 +106,9 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
 
 def inference_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """F.linear(x, weight, bias) for eager inference (no autograd: oneDNN's op has no backward): on a CPU float32
-    input, run by whichever of MKL and oneDNN was measured faster here (_onednn_infers_faster)."""
-    if (x.device.type == 'cpu' and x.dtype == weight.dtype == torch.float32
+    input, run by whichever of MKL and oneDNN was measured faster here (_onednn_infers_faster). Under CPU autocast
+    F.linear, which autocast casts (oneDNN's op has no autocast rule)."""
+    if (x.device.type == 'cpu' and x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
             and torch.backends.mkldnn.enabled and _onednn_infers_faster(torch.get_num_threads())):
         return _onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)

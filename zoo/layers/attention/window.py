@@ -254,10 +254,11 @@ class WindowAttention(WindowMixer):
     def _native_runs(self, x: torch.Tensor) -> bool:
         """Whether this call takes the native kernel: CPU float32 eager inference, unless another dense-attention
         backend is forced (force_backend / ZOO_ATTN_BACKEND), with the window sizes and head dims the kernel
-        is fast for (as the dense op's 'native' backend)."""
+        is fast for (as the dense op's 'native' backend). Not under CPU autocast, whose qkv projection would be
+        bfloat16 where the kernel reads float32."""
         N = self.window_size[0] * self.window_size[1]
         return (eager_inference(self) and x.device.type == 'cpu' and x.dtype == torch.float32
-                and dense_attention.forced() in (None, 'native') and self.head_dim in range(8, 65, 8)
+                and not torch.is_autocast_enabled('cpu') and dense_attention.forced() in (None, 'native') and self.head_dim in range(8, 65, 8)
                 and native_is_fast(N, N) and _native.library() is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
