@@ -276,6 +276,7 @@ class WindowAttention(WindowMixer):
                            partition=self.partition)
         order, _ = window_order(Hp, Wp, self.window_size, self.shift_size, self.partition, x.device)
         qkv = inference_linear(x.reshape(B, Hp * Wp, C), self.qkv.weight)  # its bias is added by the kernel
+        assert qkv.dtype == torch.float32, 'the native window kernel reads float32 (_native_runs let another through)'
         qkv_bias = None if self.qkv.bias is None else self.qkv.bias.data_ptr()
         bias = self.rel_pos() if self.rel_pos is not None else None
         out = qkv.new_empty(B, Hp * Wp, self.num_heads * self.head_dim)
