@@ -220,4 +220,5 @@ def test_hooked_or_subclassed_linears_run_as_modules(monkeypatch):
             return 2 * super().forward(x)
     doubled = Doubled(8, 4)
     with torch.no_grad():
-        torch.testing.assert_close(mlp.map_linear(doubled, x), 2 * nn.functional.linear(x, doubled.weight, doubled.bias))
+        expected = 2 * nn.functional.linear(x, doubled.weight, doubled.bias)
+        torch.testing.assert_close(mlp.map_linear(doubled, x), expected)

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import to_2tuple
+
 from .mlp import map_linear
 
 __all__ = ['PatchEmbed', 'PatchMerging']

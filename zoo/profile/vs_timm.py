@@ -11,8 +11,8 @@ the two models share glibc's heap: one model's allocation pattern decides how of
 tensors are mapped and page-faulted in afresh, which moved timm's Swin-T/DaViT-T by 10-15% at batch 8.
 
 `fault_free=True` starts both processes with glibc's heap told to keep freed memory (zoo.train.heap, as
-tools/train.py sets it on CPU), so neither pays page faults for fresh large tensors: it compares compute alone. In the default heap timm's
-DaViT-T page-faults ~220 MB per batch-8 forward (0.15 s of system time), zoo's ~28 MB.
+tools/train.py sets it on CPU), so neither pays page faults for fresh large tensors: it compares compute alone.
+In the default heap timm's DaViT-T page-faults ~220 MB per batch-8 forward (0.15 s of system time), zoo's ~28 MB.
 """
 from __future__ import annotations
 
@@ -113,8 +113,6 @@ def load_timm_weights(zoo_name: str, timm_model: torch.nn.Module, **kwargs) -> t
 @torch.no_grad()
 def max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor) -> float:
     return (a(x).float() - b(x).float()).abs().max().item()
-
-
 
 
 def _environment(env: Dict[str, str]):

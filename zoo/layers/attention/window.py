@@ -258,8 +258,8 @@ class WindowAttention(WindowMixer):
         bfloat16 where the kernel reads float32."""
         N = self.window_size[0] * self.window_size[1]
         return (eager_inference(self) and x.device.type == 'cpu' and x.dtype == torch.float32
-                and not torch.is_autocast_enabled('cpu') and dense_attention.forced() in (None, 'native') and self.head_dim in range(8, 65, 8)
-                and native_is_fast(N, N) and _native.library() is not None)
+                and not torch.is_autocast_enabled('cpu') and dense_attention.forced() in (None, 'native')
+                and self.head_dim in range(8, 65, 8) and native_is_fast(N, N) and _native.library() is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """With the native kernel, qkv is projected on the map in raster order and the kernel reads each window's
