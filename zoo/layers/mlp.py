@@ -73,8 +73,8 @@ def _conv_trains_faster(threads: int) -> bool:
 
 # Eager inference: the same GEMMs through oneDNN's matmul (torch.ops.mkldnn._linear_pointwise) instead of MKL's
 # sgemm. On a 2-core Zen 4 (AVX-512) oneDNN took 0.88x as long over Swin-T's sixteen batch-slice shapes (4% slower at
-# one shape in one of three runs); other CPUs may differ, so it is measured once per machine and thread count on slices of Swin-T's
-# stages 1, 2 and 4 (rows, in, out), and taken when it wins by _INFERENCE_MARGIN.
+# one shape in one of three runs); other CPUs may differ, so it is measured once per machine and thread count on
+# slices of Swin-T's stages 1, 2 and 4 (rows, in, out), and taken when it wins by _INFERENCE_MARGIN.
 _INFERENCE_SHAPES = ((3136, 96, 288), (1568, 768, 192), (392, 768, 3072))
 _INFERENCE_MARGIN = 1.03
 
