@@ -28,3 +28,61 @@ def test_compiled_stream_keeps_channels_innermost(name, fresh_dynamo):
             continue  # not a batch-2 map with a stage width
         channel_dim = next(d for d in (1, 2, 3) if shape[d] in (20, 40))
         assert stride[channel_dim] == 1, f'{shape} stored at strides {stride}'
+
+
+def _mixed_layout_ops(step) -> list:
+    """(op, shape, strides, strides) for every op `step()` dispatches whose first two tensor arguments have the same
+    3-D+ shape but store their dims in different orders (eager CPU reads one of them at a stride)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def order(t):
+        return sorted((d for d in range(t.dim()) if t.shape[d] > 1), key=lambda d: -t.stride(d))
+
+    found = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            a, b, *_ = [t for t in args if isinstance(t, torch.Tensor)] + [None, None]
+            if (b is not None and a.dim() >= 3 and a.shape == b.shape and 0 not in a.stride() + b.stride()
+                    and order(a) != order(b)):
+                found.append((str(func), tuple(a.shape), a.stride(), b.stride()))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        step()
+    return found
+
+
+def _train_step(module, x):
+    return lambda: module(x).sum().backward()
+
+
+def test_focal_modulation_gradients_keep_one_layout():
+    """FocalNet's levels run channels-last convolutions on (B, H, W, C) maps: the global level's mean is taken over
+    that memory's own dims, so its gradient is not expanded NCHW and summed into the levels' channels-last ones
+    (the first level's GELU backward then ran 6.5x slower on the mixed pair; FocalNet-T, 2 threads)."""
+    from zoo.layers.focal_modulation import FocalModulation
+    torch.manual_seed(0)
+    module = FocalModulation(16, focal_level=2).train()
+    assert _mixed_layout_ops(_train_step(module, torch.randn(2, 8, 8, 16, requires_grad=True))) == []
+
+
+def test_squeeze_excite_keeps_a_channels_last_gradient():
+    """MaxViT's MBConv trains on channels-last maps: its squeeze-excite mean must not send an NCHW gradient into
+    them. The result is timm's SEModule's."""
+    from timm.layers import SEModule
+    from zoo.layers.mbconv import MBConv, SqueezeExcite
+    torch.manual_seed(0)
+    block = MBConv(16, 16).train()
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert _mixed_layout_ops(_train_step(block, x)) == []
+    se = SqueezeExcite(16, rd_channels=4)
+    torch.testing.assert_close(se(x), SEModule.forward(se, x), rtol=0, atol=1e-6)
+
+
+def test_patch_embed_starts_a_dense_stream():
+    """The (B, H, W, C) stream starts dense: a permuted view kept its strides through every residual add (ConViT-T:
+    each LayerNorm copied it, each backward add mixed layouts)."""
+    from zoo.layers.patch import PatchEmbed
+    for norm in (None, torch.nn.LayerNorm):
+        assert PatchEmbed(4, 3, 16, norm_layer=norm)(torch.randn(2, 3, 16, 16)).is_contiguous()

@@ -27,14 +27,15 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
     q, ctx: (B, H, W, C); gates: (B, H, W, L + 1) for L = len(focal_layers) levels; each focal layer maps
     (B, C, H, W) -> (B, C, H, W) (depthwise conv + GELU, 'same' padding, so any H, W);
     h: the modulator projection on (B, H, W, C). normalize divides the aggregated context by L + 1.
-    Returns (B, H, W, C). The convolutions run on channels-last memory (a permuted view, no NCHW copy). The first
-    one reads ctx as that view of f's output, as timm's FocalNet does, not as a dense copy: the conv makes its own
-    copy for the kernel and frees it, while autograd saves the view (whose storage q and gates keep anyway). An
-    explicit copy was saved for backward too, one more (B, H, W, C) map per block (a checkpointed block's
-    recompute held it; values are bit-identical either way)."""
+    Returns (B, H, W, C). The convolutions run on channels-last memory (a permuted view, no NCHW copy) and everything
+    else on (B, H, W, C), so that every gradient comes back in that one layout: a mean over the NCHW view's (H, W)
+    expanded its gradient NCHW, and the GELU and convolution backwards of the levels below then ran on mixed layouts
+    (FocalNet-T's first-level GELU backward 6.5x slower, 2 threads). The first convolution reads ctx as that view of
+    f's output, as timm's FocalNet does, not as a dense copy: the conv makes its own copy for the kernel and frees
+    it, while autograd saves the view (whose storage q and gates keep anyway). An explicit copy was saved for
+    backward too, one more (B, H, W, C) map per block (a checkpointed block's recompute held it; values are
+    bit-identical either way)."""
     level = len(focal_layers)
-    ctx = ctx.permute(0, 3, 1, 2)
-    gates = gates.permute(0, 3, 1, 2)
     in_place = eager_inference()  # the same sums, accumulated in place: two fewer full-size temporaries per level
 
     def accumulate(total: Optional[torch.Tensor], a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,12 +45,12 @@ def focal_modulation(q: torch.Tensor, ctx: torch.Tensor, gates: torch.Tensor,
 
     ctx_all = None
     for l, layer in enumerate(focal_layers):
-        ctx = layer(ctx)
-        ctx_all = accumulate(ctx_all, ctx, gates[:, l:l + 1])
-    ctx_all = accumulate(ctx_all, F.gelu(ctx.mean((2, 3), keepdim=True)), gates[:, level:])
+        ctx = layer(ctx.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        ctx_all = accumulate(ctx_all, ctx, gates[..., l:l + 1])
+    ctx_all = accumulate(ctx_all, F.gelu(ctx.mean((1, 2), keepdim=True)), gates[..., level:])
     if normalize:
         ctx_all = ctx_all / (level + 1)
-    return q * h(ctx_all.permute(0, 2, 3, 1))
+    return q * h(ctx_all)
 
 
 class FocalModulation(nn.Module):

@@ -18,7 +18,21 @@ from timm.layers import DropPath, SEModule, create_conv2d, create_pool2d, get_no
 
 from .activations import get_act_layer
 
-__all__ = ['MBConv', 'MBConvStem']
+__all__ = ['MBConv', 'MBConvStem', 'SqueezeExcite']
+
+
+class SqueezeExcite(SEModule):
+    """timm's SEModule (same arguments and keys) whose squeeze keeps a channels-last map's memory format in the
+    gradient: the mean runs over that memory's own (H, W) dims. Over the NCHW view's dims its backward expanded the
+    gradient NCHW, so the SE input's two gradients were summed across layouts and the BN-act and depthwise
+    convolution backwards below ran on the mixed result (MaxViT's channels-last training)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.add_maxpool or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+            return super().forward(x)
+        x_se = x.permute(0, 2, 3, 1).mean((1, 2), keepdim=True).permute(0, 3, 1, 2)
+        x_se = self.fc2(self.act(self.bn(self.fc1(x_se))))
+        return x * self.gate(x_se)
 
 
 def _bn_act(act_layer: Union[str, type], eps: float):
@@ -49,7 +63,7 @@ class MBConv(nn.Module):
         self.norm1 = norm_act(mid_chs)
         self.conv2_kxk = create_conv2d(mid_chs, mid_chs, kernel_size, stride=stride, groups=mid_chs, padding=padding)
         self.norm2 = norm_act(mid_chs)
-        self.se = SEModule(mid_chs, rd_channels=int(se_ratio * out_chs), act_layer=se_act_layer)
+        self.se = SqueezeExcite(mid_chs, rd_channels=int(se_ratio * out_chs), act_layer=se_act_layer)
         self.conv3_1x1 = create_conv2d(mid_chs, out_chs, 1, bias=True)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 

@@ -28,7 +28,10 @@ class PatchEmbed(nn.Module):
         pad_h, pad_w = (-x.shape[2]) % ph, (-x.shape[3]) % pw
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        # a dense (B, H, W, C) copy, not the permuted view: the residual stream that starts here keeps its first
+        # operand's layout through every add, and a strided one made each LayerNorm copy it and each backward add
+        # and norm mix layouts (ConViT-T, which has no patch norm). A norm would have copied it anyway.
+        return self.norm(self.proj(x).permute(0, 2, 3, 1).contiguous())
 
 
 class PatchMerging(nn.Module):
