@@ -30,9 +30,10 @@ def test_compiled_stream_keeps_channels_innermost(name, fresh_dynamo):
         assert stride[channel_dim] == 1, f'{shape} stored at strides {stride}'
 
 
-def _mixed_layout_ops(step) -> list:
-    """(op, shape, strides, strides) for every op `step()` dispatches whose first two tensor arguments have the same
-    3-D+ shape but store their dims in different orders (eager CPU reads one of them at a stride)."""
+def _mixed_layout_ops_in_backward(loss: torch.Tensor) -> list:
+    """(op, shape, strides, strides) for every op `loss.backward()` dispatches whose first two tensor arguments have
+    the same 3-D+ shape but store their dims in different orders (eager CPU reads one of them at a stride). The
+    forward runs before, outside the recording mode (under a dispatch mode zoo's eager shortcuts step aside)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     def order(t):
@@ -49,12 +50,8 @@ def _mixed_layout_ops(step) -> list:
             return func(*args, **(kwargs or {}))
 
     with Record():
-        step()
+        loss.backward()
     return found
-
-
-def _train_step(module, x):
-    return lambda: module(x).sum().backward()
 
 
 def test_focal_modulation_gradients_keep_one_layout():
@@ -64,20 +61,36 @@ def test_focal_modulation_gradients_keep_one_layout():
     from zoo.layers.focal_modulation import FocalModulation
     torch.manual_seed(0)
     module = FocalModulation(16, focal_level=2).train()
-    assert _mixed_layout_ops(_train_step(module, torch.randn(2, 8, 8, 16, requires_grad=True))) == []
+    assert _mixed_layout_ops_in_backward(module(torch.randn(2, 8, 8, 16, requires_grad=True)).sum()) == []
 
 
 def test_squeeze_excite_keeps_a_channels_last_gradient():
     """MaxViT's MBConv trains on channels-last maps: its squeeze-excite mean must not send an NCHW gradient into
     them. The result is timm's SEModule's."""
     from timm.layers import SEModule
-    from zoo.layers.mbconv import MBConv, SqueezeExcite
+    from zoo.layers.mbconv import MBConv
+    from zoo.layers.squeeze_excite import SqueezeExcite
     torch.manual_seed(0)
     block = MBConv(16, 16).train()
     x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
-    assert _mixed_layout_ops(_train_step(block, x)) == []
+    assert _mixed_layout_ops_in_backward(block(x).sum()) == []
     se = SqueezeExcite(16, rd_channels=4)
     torch.testing.assert_close(se(x), SEModule.forward(se, x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize('name, kwargs', [
+    ('zoo_davit_tiny', dict(embed_dim=(16, 32), depths=(1, 1), num_heads=(1, 2), window_size=4)),  # NHWC features
+    ('zoo_poolformer_s12', dict(depths=(1, 1, 1, 1), embed_dim=(8, 8, 16, 16))),  # channels-last NCHW features
+])
+def test_pooled_head_returns_the_features_layout(name, kwargs):
+    """The classifier's average pool expands its gradient NCHW; `Backbone.forward_head` hands it back in the
+    features' own layout, so the last stage's backward does not run on mixed pairs."""
+    model = timm.create_model(name, num_classes=3, **kwargs).train()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        last_stage = sorted(model.forward_features(x).shape)  # its NCHW or NHWC view
+    mixed = _mixed_layout_ops_in_backward(model(x).sum())
+    assert [op for op in mixed if sorted(op[1]) == last_stage] == [], mixed
 
 
 def test_patch_embed_starts_a_dense_stream():

@@ -14,25 +14,12 @@ from typing import Union
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, SEModule, create_conv2d, create_pool2d, get_norm_act_layer, make_divisible
+from timm.layers import DropPath, create_conv2d, create_pool2d, get_norm_act_layer, make_divisible
 
 from .activations import get_act_layer
+from .squeeze_excite import SqueezeExcite
 
-__all__ = ['MBConv', 'MBConvStem', 'SqueezeExcite']
-
-
-class SqueezeExcite(SEModule):
-    """timm's SEModule (same arguments and keys) whose squeeze keeps a channels-last map's memory format in the
-    gradient: the mean runs over that memory's own (H, W) dims. Over the NCHW view's dims its backward expanded the
-    gradient NCHW, so the SE input's two gradients were summed across layouts and the BN-act and depthwise
-    convolution backwards below ran on the mixed result (MaxViT's channels-last training)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.add_maxpool or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
-            return super().forward(x)
-        x_se = x.permute(0, 2, 3, 1).mean((1, 2), keepdim=True).permute(0, 3, 1, 2)
-        x_se = self.fc2(self.act(self.bn(self.fc1(x_se))))
-        return x * self.gate(x_se)
+__all__ = ['MBConv', 'MBConvStem']
 
 
 def _bn_act(act_layer: Union[str, type], eps: float):

@@ -22,7 +22,7 @@ from timm.models import checkpoint_seq
 from timm.models._input import update_model_input_size
 from torch.fx.experimental.symbolic_shapes import guard_scalar
 
-from ..layers._cache import eager_inference
+from ..layers._cache import capturing_graph, eager_inference
 
 __all__ = ['Backbone', 'Stage', 'take_indices']
 
@@ -66,6 +66,19 @@ def run_sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modu
     per_slice = max(1, INFERENCE_SLICE_BYTES // (x[0].numel() * x.element_size()))
     slices = -(-x.shape[0] // per_slice)  # as few as the bound allows, of equal size (8 = 4 + 4, not 6 + 2)
     return fn(x) if slices <= 1 else torch.cat([fn(part) for part in x.tensor_split(slices)])
+
+
+class _GradientInInputLayout(torch.autograd.Function):
+    """Identity whose gradient is returned in the memory format of its input (see `Backbone.forward_head`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.memory_format = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=ctx.memory_format)
 
 
 class Stage(nn.Module):
@@ -207,6 +220,12 @@ class Backbone(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if (x.dim() == 4 and x.requires_grad and torch.is_grad_enabled() and not capturing_graph()
+                and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+            # global average pooling over the NCHW view expands its gradient NCHW; on a channels-last map (or an NHWC
+            # one pooled through that view) every residual add of the last stage would keep that layout and run
+            # the stage's backward on mixed pairs (eager training)
+            x = _GradientInInputLayout.apply(x)
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import SqueezeExcite, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.models import generate_default_cfgs
 
 from ..layers.attention.single_head import SingleHeadAttention
 from ..layers.conv import ConvBnMlp, ConvStem, conv_bn
 from ..layers.head import BnLinearClassifierHead
+from ..layers.squeeze_excite import SqueezeExcite
 from ._base import Backbone, Stage
 from ._builder import build_model, cfg, register_variants
 from ._convert import CheckpointMismatchError, rename
