@@ -37,6 +37,8 @@ SHRUNK.update({name: dict(depths=(1, 1, 1, 1)) for name in (
     'zoo_maxvit_xlarge_512')})
 HEAVY |= {'zoo_maxvit_large', 'zoo_maxvit_large_384', 'zoo_maxvit_large_512', 'zoo_maxvit_xlarge',
           'zoo_maxvit_xlarge_384', 'zoo_maxvit_xlarge_512'}
+# 12-13 s each on 2 cores; zoo_maxvit_tiny_384 and small cover their paths (keeps `make test` under 30 minutes)
+HEAVY |= {'zoo_maxvit_small_384', 'zoo_maxvit_base'}
 
 
 def davit_official_layout(sd):
