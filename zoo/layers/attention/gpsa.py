@@ -55,6 +55,9 @@ _LOG_NEGLIGIBLE = -69.
 
 def _positional_weights(pos_logits, g):
     """g * softmax(pos_logits), the weights under e^-69 of their row's largest exactly 0."""
+    # dense first: ConViT's logits are a (N, N, heads) projection's permuted view, and every op here and in its
+    # backward (a softmax along the stride-heads dim among them) read it at a stride
+    pos_logits = pos_logits.contiguous()
     shifted = pos_logits - pos_logits.detach().amax(dim=-1, keepdim=True)  # softmax ignores the shift
     weights = shifted.clamp_min(_LOG_NEGLIGIBLE).softmax(dim=-1) * g
     return torch.where(shifted > _LOG_NEGLIGIBLE, weights, 0.)
