@@ -1,5 +1,6 @@
 """MBConv (inverted bottleneck with squeeze-excite, Sandler et al. / Tan & Le) and the conv stem of the
-hybrid conv-attention families (MaxViT), built from timm.layers (create_conv2d, BatchNormAct2d, SEModule).
+hybrid conv-attention families (MaxViT), built from timm.layers (create_conv2d, BatchNormAct2d) and zoo's
+SqueezeExcite (timm's SEModule, keeping channels-last gradients).
 
 NCHW maps. With padding='same' (TF-style, as the released MaxViT weights), strided convs and pools pad
 dynamically, so any H, W works and a stride-2 unit gives ceil(H / 2) x ceil(W / 2).

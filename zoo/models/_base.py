@@ -68,17 +68,17 @@ def run_sliced(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, modu
     return fn(x) if slices <= 1 else torch.cat([fn(part) for part in x.tensor_split(slices)])
 
 
-class _GradientInInputLayout(torch.autograd.Function):
-    """Identity whose gradient is returned in the memory format of its input (see `Backbone.forward_head`)."""
+class _GradientInLayout(torch.autograd.Function):
+    """Identity whose gradient is returned in a given memory format (see `Backbone.forward_head`)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        ctx.memory_format = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+    def forward(ctx, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        ctx.memory_format = memory_format
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return grad.contiguous(memory_format=ctx.memory_format)
+    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        return grad.contiguous(memory_format=ctx.memory_format), None
 
 
 class Stage(nn.Module):
@@ -220,12 +220,14 @@ class Backbone(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if (x.dim() == 4 and x.requires_grad and torch.is_grad_enabled() and not capturing_graph()
-                and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
+        if x.dim() == 4 and x.requires_grad and torch.is_grad_enabled() and not capturing_graph():
             # global average pooling over the NCHW view expands its gradient NCHW; on a channels-last map (or an NHWC
             # one pooled through that view) every residual add of the last stage would keep that layout and run
             # the stage's backward on mixed pairs (eager training)
-            x = _GradientInInputLayout.apply(x)
+            for memory_format in (torch.contiguous_format, torch.channels_last):
+                if x.is_contiguous(memory_format=memory_format):
+                    x = _GradientInLayout.apply(x, memory_format)
+                    break
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
